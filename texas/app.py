@@ -1,0 +1,136 @@
+"""The aiohttp application: typed keys, the factory, and the lifecycle of shared objects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from . import introspect, logs, probes, telemetry
+from .cache import TokenCache
+from .config import Config
+from .errors import BadRequest
+from .introspect import INTROSPECTOR, Introspector
+from .providers import Providers
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", Config)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+PROVIDERS = probes.PROVIDERS
+DEV_MODE = probes.DEV_MODE
+INTROSPECT_PATH = "/api/v1/introspect"
+_ROUTES = frozenset({INTROSPECT_PATH, "/healthz", "/readyz", "/metrics", "/openapi.yaml"})
+_INTERNAL_ERROR = introspect.inactive_body(BadRequest("The service failed to handle the request."))
+
+
+@web.middleware
+async def observe(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Request id, latency and status metrics, and the last line of defence: an unexpected
+    exception is logged (without request content) and answered in the contract's shape."""
+    rid = request.headers.get("X-Request-Id", "")
+    rid = rid if 0 < len(rid) <= 128 and rid.isprintable() else uuid.uuid4().hex
+    request[logs.REQUEST_ID] = rid
+    token = logs.request_id.set(rid)
+    route = request.path if request.path in _ROUTES else "other"
+    started = time.perf_counter()
+    telemetry.IN_FLIGHT.inc()
+    try:
+        response = await handler(request)
+    except web.HTTPException as e:  # 404, 405: aiohttp answers them; count them too
+        e.headers["X-Request-Id"] = rid
+        telemetry.observe_request(route, e.status, time.perf_counter() - started)
+        raise
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, route)
+        if route == INTROSPECT_PATH:
+            response = web.Response(body=_INTERNAL_ERROR, content_type="application/json")
+        else:
+            response = web.json_response({"status": "error"}, status=500)
+    finally:
+        telemetry.IN_FLIGHT.dec()
+        logs.request_id.reset(token)
+    telemetry.observe_request(route, response.status, time.perf_counter() - started)
+    response.headers["X-Request-Id"] = rid
+    return response
+
+
+def create_app(config: Config, *, dev: bool = False) -> web.Application:
+    """The service: introspection plus probes and metrics."""
+    app = web.Application(middlewares=[observe], client_max_size=introspect.MAX_BODY_BYTES)
+    app[CONFIG] = config
+    app[DEV_MODE] = dev
+    app.cleanup_ctx.append(_http_session)
+    app.cleanup_ctx.append(_providers)
+    app.router.add_post(INTROSPECT_PATH, introspect.handle)
+    probes.add_routes(app, probes.openapi_document())
+    return app
+
+
+def create_probe_app(main: web.Application) -> web.Application:
+    """The optional second listener (PROBE_BIND_ADDRESS): probes and metrics only, answering
+    from the main app's providers."""
+    app = web.Application(middlewares=[observe])
+    app[DEV_MODE] = main[DEV_MODE]
+
+    async def share(app: web.Application) -> AsyncIterator[None]:
+        app[PROVIDERS] = main[PROVIDERS]
+        yield
+
+    app.cleanup_ctx.append(share)
+    probes.add_routes(app, probes.openapi_document())
+    return app
+
+
+async def create_app_from_env() -> web.Application:
+    """For `gunicorn texas.app:create_app_from_env --worker-class aiohttp.GunicornWebWorker`."""
+    config = Config.from_env(os.environ)
+    logs.configure(config.log_level, config.log_format)
+    return create_app(config)
+
+
+async def _http_session(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    timeout = aiohttp.ClientTimeout(total=config.jwks_fetch_timeout_seconds)
+    async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": "texas"}) as session:
+        app[SESSION] = session
+        yield
+
+
+async def _providers(app: web.Application) -> AsyncIterator[None]:
+    """Load every provider's keys (waiting at most one fetch timeout, so start-up never hangs
+    on an unreachable JWKS), then keep them fresh in the background."""
+    config = app[CONFIG]
+    providers = Providers.from_config(config, app[SESSION])
+    app[PROVIDERS] = providers
+    app[INTROSPECTOR] = Introspector(providers, TokenCache(config.token_cache_size))
+
+    first = {p.name: asyncio.create_task(p.jwks.refresh("startup")) for p in providers}
+    await asyncio.wait(first.values(), timeout=config.jwks_fetch_timeout_seconds + 1)
+    loops = [
+        asyncio.create_task(
+            p.jwks.run(initial_done=first[p.name].done() and first[p.name].result()),
+            name=f"jwks-{p.name}",
+        )
+        for p in providers
+    ]
+    for p in providers:
+        state = "keys loaded" if p.jwks.current() is not None else f"no keys yet ({p.jwks.last_error})"
+        log.info("provider %s enabled: %s", p.name, state)
+    try:
+        yield
+    finally:
+        for task in loops:
+            task.cancel()
+        for task in loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for p in providers:
+            await p.jwks.close()

@@ -1,0 +1,70 @@
+"""The verified-token cache: a user's token arrives again with each of their requests.
+
+Only verified tokens are stored, keyed by provider and a digest of the exact token bytes, so
+nothing about a failure is remembered and a changed byte is a different token. A hit still
+re-checks the time claims (with the leeway) and that the signing key is still held; the level
+check runs per request. Bounded in entries and in bytes; oldest entries leave first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import telemetry
+from .keys import PreparedKey
+
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+_ENTRY_OVERHEAD = 200  # dict slot, key digest, entry object
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    claims: Mapping[str, Any]
+    body: bytes  # the active answer, ready to send
+    key: PreparedKey
+    exp: float
+
+
+class TokenCache:
+    def __init__(self, max_entries: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: dict[tuple[str, bytes], Entry] = {}
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    @staticmethod
+    def key(provider: str, token: str) -> tuple[str, bytes]:
+        return provider, hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+    def get(self, key: tuple[str, bytes]) -> Entry | None:
+        if self.max_entries == 0:
+            return None
+        entry = self._entries.get(key)
+        telemetry.inc_token_cache(entry is not None)
+        return entry
+
+    def put(self, key: tuple[str, bytes], entry: Entry) -> None:
+        if self.max_entries == 0 or len(entry.body) + _ENTRY_OVERHEAD > self.max_bytes:
+            return
+        self.discard(key)
+        self._entries[key] = entry
+        self._bytes += len(entry.body) + _ENTRY_OVERHEAD
+        while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+            self.discard(next(iter(self._entries)))
+        telemetry.set_token_cache_entries(len(self._entries))
+
+    def discard(self, key: tuple[str, bytes]) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= len(entry.body) + _ENTRY_OVERHEAD
+            telemetry.set_token_cache_entries(len(self._entries))

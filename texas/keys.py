@@ -1,0 +1,173 @@
+"""Signing keys: one JWKS document in, an immutable snapshot of usable public keys out.
+
+Pure: no I/O. Each key is judged on its own (as panva/jose's local key set does): a key that
+cannot serve for signature checks (`use: enc`, a private member, an unknown `kty`, RSA under
+2048 bits, an `alg` that does not fit the key) is skipped with a log line, and only a set
+with no usable key at all is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, OKPKey, RSAKey
+from joserfc.jws import JWSRegistry
+
+from .errors import JwksError
+
+log = logging.getLogger(__name__)
+
+RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+EC_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
+# The whole allow-list. Never `none`, never HMAC: a JWKS is public, so an HMAC "secret" from it
+# would let anyone sign.
+ALGORITHMS: frozenset[str] = frozenset({*RSA_ALGORITHMS, *EC_ALGORITHMS.values(), "EdDSA"})
+
+MIN_RSA_BITS = 2048
+MAX_KEYS = 100
+MAX_KID_LENGTH = 256
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class PreparedKey:
+    """A public key ready to verify with; identity (`is`) says "the same key" to caches."""
+
+    kid: str
+    kty: str
+    algorithms: Mapping[str, Any]  # alg name -> joserfc JWSAlgModel
+    key: RSAKey | ECKey | OKPKey
+    fingerprint: bytes  # the public members, canonical; equal keys across fetches share it
+
+    def verify(self, alg: str, signing_input: bytes, signature: bytes) -> bool:
+        return bool(self.algorithms[alg].verify(signing_input, signature, self.key))
+
+
+class KeySnapshot:
+    """The usable keys of one JWKS at one moment, by `kid`."""
+
+    __slots__ = ("_by_kid", "size")
+
+    def __init__(self, keys: Iterable[PreparedKey] = ()) -> None:
+        by_kid: dict[str, tuple[PreparedKey, ...]] = {}
+        for key in keys:
+            by_kid[key.kid] = (*by_kid.get(key.kid, ()), key)
+        self._by_kid = by_kid
+        self.size = sum(len(v) for v in by_kid.values())
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Any:
+        for keys in self._by_kid.values():
+            yield from keys
+
+    def has_kid(self, kid: str) -> bool:
+        return kid in self._by_kid
+
+    def candidates(self, kid: str) -> tuple[PreparedKey, ...]:
+        return self._by_kid.get(kid, ())
+
+    def holds(self, key: PreparedKey) -> bool:
+        """True while exactly this key object is in the set (cache entries check this)."""
+        return any(k is key for k in self._by_kid.get(key.kid, ()))
+
+
+def parse_jwks(document: bytes, previous: KeySnapshot | None = None, *, source: str = "") -> KeySnapshot:
+    """Read a JWKS document; keys equal to ones in `previous` keep their identity.
+
+    Raises JwksError when the document is not a JWKS or holds no usable signing key: such a
+    fetch must not replace the keys held.
+    """
+    try:
+        data = orjson.loads(document)
+    except orjson.JSONDecodeError:
+        raise JwksError("the JWKS is not valid JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise JwksError('the JWKS is not a JSON object with a "keys" array')
+    entries = data["keys"]
+    if len(entries) > MAX_KEYS:
+        raise JwksError(f"the JWKS holds {len(entries)} keys, more than the {MAX_KEYS} accepted")
+
+    known = {k.fingerprint: k for k in previous} if previous is not None else {}
+    keys: list[PreparedKey] = []
+    for index, entry in enumerate(entries):
+        try:
+            keys.append(prepare_key(entry, known))
+        except JwksError as e:
+            kid = entry.get("kid") if isinstance(entry, dict) else None
+            label = f"kid {kid!r}" if isinstance(kid, str) and len(kid) <= MAX_KID_LENGTH else f"#{index}"
+            log.warning("skipping JWKS key %s from %s: %s", label, source or "the JWKS", e)
+    if not keys:
+        raise JwksError("the JWKS holds no usable signing key")
+    return KeySnapshot(keys)
+
+
+def prepare_key(entry: object, known: Mapping[bytes, PreparedKey] | None = None) -> PreparedKey:
+    """One JWK as a PreparedKey, or JwksError saying why it can't verify signatures."""
+    if not isinstance(entry, dict):
+        raise JwksError("not a JSON object")
+    kid = entry.get("kid")
+    if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH:
+        raise JwksError("no usable kid (tokens choose keys by kid)")
+    use = entry.get("use")
+    if use is not None and use != "sig":
+        raise JwksError(f"use is {use!r}, not 'sig'")
+    key_ops = entry.get("key_ops")
+    if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
+        raise JwksError("key_ops does not include 'verify'")
+    if _PRIVATE_MEMBERS & entry.keys():
+        raise JwksError("it carries private key material; a JWKS must publish public keys only")
+
+    kty = entry.get("kty")
+    if kty == "RSA":
+        public = {"kty": "RSA", "n": entry.get("n"), "e": entry.get("e")}
+        allowed: tuple[str, ...] = RSA_ALGORITHMS
+    elif kty == "EC":
+        crv = entry.get("crv")
+        if crv not in EC_ALGORITHMS:
+            raise JwksError(f"EC curve {crv!r} is not supported")
+        public = {"kty": "EC", "crv": crv, "x": entry.get("x"), "y": entry.get("y")}
+        allowed = (EC_ALGORITHMS[crv],)
+    elif kty == "OKP":
+        if entry.get("crv") != "Ed25519":
+            raise JwksError(f"OKP curve {entry.get('crv')!r} is not supported")
+        public = {"kty": "OKP", "crv": "Ed25519", "x": entry.get("x")}
+        allowed = ("EdDSA",)
+    else:
+        raise JwksError(f"key type {kty!r} is not supported")
+
+    alg = entry.get("alg")
+    if alg is not None:
+        if alg not in allowed:
+            raise JwksError(f"alg {alg!r} does not fit a {kty} key or is not allowed")
+        allowed = (alg,)
+
+    if not all(isinstance(v, str) and v for v in public.values()):
+        raise JwksError(f"the {kty} key's public members are missing or not strings")
+    fingerprint = orjson.dumps({"kid": kid, "algs": allowed, **public}, option=orjson.OPT_SORT_KEYS)
+    if known and fingerprint in known:
+        return known[fingerprint]
+
+    try:
+        if kty == "RSA":
+            key: RSAKey | ECKey | OKPKey = RSAKey.import_key(public)
+            bits = key.public_key.key_size
+            if bits < MIN_RSA_BITS:
+                raise JwksError(f"RSA key of {bits} bits; at least {MIN_RSA_BITS} are required")
+        elif kty == "EC":
+            key = ECKey.import_key(public)
+        else:
+            key = OKPKey.import_key(public)
+    except JoseError as e:
+        raise JwksError(f"the key does not import ({type(e).__name__})") from None
+    except (ValueError, TypeError):
+        raise JwksError("the key's members are not a valid public key") from None
+
+    algorithms = {name: JWSRegistry.algorithms[name] for name in allowed}
+    return PreparedKey(kid=kid, kty=kty, algorithms=algorithms, key=key, fingerprint=fingerprint)

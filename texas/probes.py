@@ -1,0 +1,62 @@
+"""GET /healthz, /readyz, /metrics and /openapi.yaml."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import orjson
+from aiohttp import web
+
+from . import telemetry
+from .providers import Providers
+
+PROVIDERS = web.AppKey("providers", Providers)
+DEV_MODE = web.AppKey("dev_mode", bool)
+
+_HEALTHY = orjson.dumps({"status": "ok"})
+
+
+def openapi_document() -> bytes:
+    """The contract file at the repository root (packaged as texas/openapi.yaml)."""
+    return resources.files("texas").joinpath("openapi.yaml").read_bytes()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(body=_HEALTHY, content_type="application/json")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    providers = request.app[PROVIDERS]
+    states = {p.name: p.readiness() for p in providers}
+    waiting = [name for name, state in states.items() if not state["ready"]]
+    body: dict[str, object] = {"status": "not_ready" if waiting else "ready"}
+    if request.app[DEV_MODE]:
+        body["mode"] = "dev"
+    if waiting:
+        body["reason"] = f"Providers without signing keys: {', '.join(waiting)}."
+    body["providers"] = states
+    return web.Response(
+        body=orjson.dumps(body), status=503 if waiting else 200, content_type="application/json"
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=telemetry.render())
+    response.content_type = "text/plain"
+    response.charset = "utf-8"
+    response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+    return response
+
+
+def openapi_handler(document: bytes) -> web.RequestHandler:  # type: ignore[name-defined]
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=document, content_type="application/yaml")
+
+    return openapi
+
+
+def add_routes(app: web.Application, openapi: bytes) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.yaml", openapi_handler(openapi))

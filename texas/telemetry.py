@@ -1,0 +1,169 @@
+"""Prometheus metrics: module-level objects behind verb-named helpers.
+
+Label values are always drawn from small fixed sets (provider names, reason codes, routes,
+fetch triggers), never from request or token content.
+
+Under gunicorn, prometheus-client's multiprocess mode is switched on by
+PROMETHEUS_MULTIPROC_DIR (deploy/gunicorn.conf.py sets it); gauges then say how they are
+combined across workers, and dead workers are cleaned up by `mark_process_dead`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+INTROSPECTIONS = Counter(
+    "texas_introspections",
+    "Introspection verdicts by provider and outcome (active or the inactive reason code).",
+    ["provider", "outcome"],
+)
+REQUEST_DURATION = Histogram(
+    "texas_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route.",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+RESPONSES = Counter(
+    "texas_http_responses",
+    "HTTP responses by route and status code.",
+    ["route", "code"],
+)
+IN_FLIGHT = Gauge(
+    "texas_http_requests_in_flight",
+    "HTTP requests being answered right now.",
+    multiprocess_mode="livesum",
+)
+JWKS_FETCHES = Counter(
+    "texas_jwks_fetches",
+    "JWKS fetches by provider, what triggered them and their result (200, 304 or error).",
+    ["provider", "trigger", "result"],
+)
+DISCOVERY_FETCHES = Counter(
+    "texas_discovery_fetches",
+    "OpenID discovery document fetches by provider and result (ok or error).",
+    ["provider", "result"],
+)
+JWKS_LAST_SUCCESS = Gauge(
+    "texas_jwks_last_success_timestamp_seconds",
+    "Unix time of the last successful JWKS fetch (200 or 304); the oldest across workers.",
+    ["provider"],
+    multiprocess_mode="livemin",
+)
+JWKS_KEYS = Gauge(
+    "texas_jwks_keys",
+    "Signing keys held, by provider; the fewest across workers.",
+    ["provider"],
+    multiprocess_mode="livemin",
+)
+TOKEN_CACHE_LOOKUPS = Counter(
+    "texas_token_cache_lookups",
+    "Verified-token cache lookups by result (hit or miss).",
+    ["result"],
+)
+TOKEN_CACHE_ENTRIES = Gauge(
+    "texas_token_cache_entries",
+    "Verified tokens held in the cache, summed across workers.",
+    multiprocess_mode="livesum",
+)
+
+STALENESS_NAME = "texas_jwks_staleness_seconds"
+
+
+def inc_introspection(provider: str, outcome: str) -> None:
+    INTROSPECTIONS.labels(provider, outcome).inc()
+
+
+def observe_request(route: str, code: int, seconds: float) -> None:
+    REQUEST_DURATION.labels(route).observe(seconds)
+    RESPONSES.labels(route, str(code)).inc()
+
+
+def inc_jwks_fetch(provider: str, trigger: str, result: str) -> None:
+    JWKS_FETCHES.labels(provider, trigger, result).inc()
+
+
+def inc_discovery_fetch(provider: str, result: str) -> None:
+    DISCOVERY_FETCHES.labels(provider, result).inc()
+
+
+def set_jwks_state(provider: str, keys: int, last_success: float | None) -> None:
+    """Record what a provider holds; `last_success` is Unix time, None before the first."""
+    JWKS_KEYS.labels(provider).set(keys)
+    JWKS_LAST_SUCCESS.labels(provider).set(last_success if last_success is not None else 0)
+
+
+def inc_token_cache(hit: bool) -> None:
+    TOKEN_CACHE_LOOKUPS.labels("hit" if hit else "miss").inc()
+
+
+def set_token_cache_entries(entries: int) -> None:
+    TOKEN_CACHE_ENTRIES.set(entries)
+
+
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def _staleness(families: Iterable[Metric], now: float) -> Metric:
+    """Age of each provider's keys, derived from the (combined) last-success gauge at scrape
+    time, so that it is right however many workers there are."""
+    out = GaugeMetricFamily(
+        STALENESS_NAME,
+        "Seconds since the last successful JWKS fetch, by provider (the stalest worker); "
+        "-1 before the first success.",
+        labels=["provider"],
+    )
+    for family in families:
+        if family.name != JWKS_LAST_SUCCESS._name:
+            continue
+        for sample in family.samples:
+            provider = sample.labels.get("provider")
+            if provider is None:
+                continue
+            age = now - sample.value if sample.value > 0 else -1.0
+            out.add_metric([provider], age)
+    return out
+
+
+class _Snapshot:
+    """A registry-shaped holder of already-collected families, for `generate_latest`."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def render() -> bytes:
+    """The Prometheus text exposition of this process, or of every worker in multiprocess
+    mode."""
+    if multiprocess_enabled():
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        families = list(registry.collect())
+    else:
+        families = list(REGISTRY.collect())
+    families.append(_staleness(families, time.time()))
+    return generate_latest(_Snapshot(families))  # type: ignore[arg-type]
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (called from gunicorn's child_exit hook)."""
+    if multiprocess_enabled():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)

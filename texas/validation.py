@@ -1,0 +1,373 @@
+"""The pure validation core: token bytes and a key snapshot in, a verdict out. No I/O.
+
+The order is fixed, so that a forged token never earns a verdict about its claims:
+
+1. split the compact serialization; decode the header (a JSON object)
+2. check the header: not a JWE, `alg` on the allow-list, no `crit`/`b64`, a string `kid`
+3. select the key by `kid` and check that the key allows `alg`
+4. verify the signature
+5. decode the payload (a JSON object, no duplicate names) and check the claims:
+   iss, aud, exp/iat present, time claims well-formed, exp, nbf, iat
+
+Header members that carry or point at keys (`jwk`, `jku`, `x5u`, `x5c`) are never read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc.errors import JoseError
+
+from .errors import (
+    BadSignature,
+    Expired,
+    InvalidClaim,
+    IssuedInFuture,
+    Malformed,
+    MissingClaim,
+    NotYetValid,
+    TokenError,
+    UnknownKey,
+    UnsupportedAlgorithm,
+    WrongAudience,
+    WrongIssuer,
+)
+from .keys import ALGORITHMS, MAX_KID_LENGTH, KeySnapshot, PreparedKey
+
+MAX_TOKEN_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32
+MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z
+
+_B64URL = re.compile(rb"[A-Za-z0-9_-]*")
+_HMAC = re.compile(r"HS\d+", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What one provider demands of a token's claims."""
+
+    issuer: str
+    audience: str | None  # None: not checked (Maskinporten)
+    leeway: float
+
+
+@dataclass(frozen=True, slots=True)
+class Compact:
+    """A split token whose header has passed step 2; nothing is verified yet."""
+
+    header: Mapping[str, Any]
+    alg: str
+    kid: str
+    signing_input: bytes
+    payload_segment: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A token whose signature and claims hold."""
+
+    claims: Mapping[str, Any]
+    payload: bytes  # the decoded payload, exactly as signed
+    key: PreparedKey
+    exp: float
+
+
+# --- step 1 and 2: split and header ------------------------------------------------------
+
+
+def split(token: str | bytes) -> Compact:
+    """Split a compact JWS and check its header (steps 1 and 2)."""
+    if isinstance(token, str):
+        try:
+            raw = token.encode("ascii")
+        except UnicodeEncodeError:
+            raise Malformed("The token contains characters that a compact JWT cannot hold.") from None
+    else:
+        raw = token
+    if not raw:
+        raise Malformed("The token is empty.")
+    if len(raw) > MAX_TOKEN_BYTES:
+        raise Malformed(f"The token is longer than {MAX_TOKEN_BYTES} bytes.")
+    parts = raw.split(b".")
+    if len(parts) == 5:
+        raise Malformed("The token is encrypted (JWE); only signed tokens (JWS) are accepted.")
+    if len(parts) != 3:
+        raise Malformed("The token is not a compact JWS of three dot-separated parts.")
+    header_segment, payload_segment, signature_segment = parts
+
+    header = _decode_json_object(header_segment, "header")
+    alg, kid = _check_header(header)
+    signature = _b64decode(signature_segment, "signature")
+    if base64.urlsafe_b64encode(signature).rstrip(b"=") != signature_segment:
+        raise Malformed("The token's signature is not canonical base64url.")
+    return Compact(
+        header=header,
+        alg=alg,
+        kid=kid,
+        signing_input=header_segment + b"." + payload_segment,
+        payload_segment=payload_segment,
+        signature=signature,
+    )
+
+
+def _check_header(header: Mapping[str, Any]) -> tuple[str, str]:
+    if "enc" in header:
+        raise Malformed("The token is encrypted (JWE); only signed tokens (JWS) are accepted.")
+    alg = header.get("alg")
+    if alg is None:
+        raise Malformed("The token's header has no algorithm (alg).")
+    if not isinstance(alg, str):
+        raise Malformed("The token's algorithm (alg) is not a string.")
+    if alg not in ALGORITHMS:
+        if alg.lower() == "none":
+            raise UnsupportedAlgorithm("The token is not signed (alg none), which is never accepted.")
+        if _HMAC.fullmatch(alg):
+            raise UnsupportedAlgorithm(
+                "The token is signed with a shared-secret algorithm (HMAC), which is never accepted."
+            )
+        raise UnsupportedAlgorithm("The token's algorithm is not one this service accepts.")
+    # RFC 7515 4.1.11: a recipient must reject extensions it does not understand; we understand
+    # none, and the unencoded payload option (RFC 7797 `b64`) changes what is signed.
+    if "crit" in header:
+        raise Malformed("The token's header lists critical extensions (crit) this service does not support.")
+    if "b64" in header:
+        raise Malformed("The token uses the unencoded payload option (b64), which is not supported.")
+    cty = header.get("cty")
+    if isinstance(cty, str) and cty.upper() == "JWT":
+        raise Malformed("The token is a nested JWT (cty JWT), which is not accepted.")
+    kid = header.get("kid")
+    if kid is None:
+        raise Malformed("The token's header has no key id (kid).")
+    if not isinstance(kid, str) or not kid:
+        raise Malformed("The token's key id (kid) is not a non-empty string.")
+    return alg, kid
+
+
+# --- step 3 and 4: key and signature --------------------------------------------------------
+
+
+def select_key(compact: Compact, keys: KeySnapshot) -> PreparedKey:
+    """The key that `kid` names and that allows `alg` (step 3)."""
+    candidates = keys.candidates(compact.kid) if len(compact.kid) <= MAX_KID_LENGTH else ()
+    if not candidates:
+        raise UnknownKey("The token is signed with a key (kid) the provider does not publish.")
+    for key in candidates:
+        if compact.alg in key.algorithms:
+            return key
+    raise UnsupportedAlgorithm("The token's algorithm does not fit the key it names.")
+
+
+def check_signature(compact: Compact, key: PreparedKey) -> None:
+    """Step 4; every joserfc failure is a bad signature, never an exception upwards."""
+    try:
+        ok = key.verify(compact.alg, compact.signing_input, compact.signature)
+    except JoseError as e:
+        raise translate_jose_error(e) from None
+    except (ValueError, TypeError, OverflowError):
+        ok = False
+    if not ok:
+        raise BadSignature("The token's signature does not verify with the provider's key.")
+
+
+def translate_jose_error(error: JoseError) -> TokenError:
+    """The one seam where joserfc's exceptions become verdicts.
+
+    Only key/algorithm/signature errors can reach it (texas parses and checks claims itself),
+    but every JoseError maps to a verdict, so a library change cannot turn into a 500.
+    """
+    from joserfc import errors as e
+
+    if isinstance(error, (e.UnsupportedAlgorithmError, e.MissingAlgorithmError, e.ConflictAlgorithmError)):
+        return UnsupportedAlgorithm("The token's algorithm does not fit the key it names.")
+    if isinstance(error, (e.KeyParameterError, e.InvalidKeyCurveError, e.InvalidKeyLengthError)):
+        return UnsupportedAlgorithm("The token's algorithm does not fit the key it names.")
+    if isinstance(error, (e.MissingKeyError, e.InvalidKeyIdError)):
+        return UnknownKey("The token is signed with a key (kid) the provider does not publish.")
+    if isinstance(error, (e.DecodeError, e.InvalidPayloadError, e.ExceededSizeError)):
+        return Malformed("The token is not a well-formed JWS.")
+    return BadSignature("The token's signature does not verify with the provider's key.")
+
+
+# --- step 5: payload and claims -------------------------------------------------------------
+
+
+def decode_payload(compact: Compact) -> tuple[dict[str, Any], bytes]:
+    """The verified payload as claims, and its exact bytes."""
+    payload = _b64decode(compact.payload_segment, "payload")
+    return _parse_json_object(payload, "payload"), payload
+
+
+def check_claims(claims: Mapping[str, Any], policy: Policy, now: float) -> float:
+    """Check iss, aud and the time claims; returns `exp`."""
+    iss = claims.get("iss")
+    if iss is None:
+        raise MissingClaim("The token has no issuer (iss).")
+    if iss != policy.issuer:
+        raise WrongIssuer("The token's issuer (iss) is not the provider's issuer.")
+
+    if policy.audience is not None:
+        aud = claims.get("aud")
+        if aud is None:
+            raise MissingClaim("The token has no audience (aud).")
+        if isinstance(aud, str):
+            ok = aud == policy.audience
+        elif isinstance(aud, list) and all(isinstance(a, str) for a in aud):
+            ok = policy.audience in aud
+        else:
+            raise InvalidClaim("The token's audience (aud) is neither a string nor an array of strings.")
+        if not ok:
+            raise WrongAudience("The token's audience (aud) does not include this application.")
+
+    exp = time_claim(claims, "exp", "expiry")
+    iat = time_claim(claims, "iat", "issue time")
+    nbf = time_claim(claims, "nbf", "not-before time", required=False)
+    leeway = policy.leeway
+    if now >= exp + leeway:
+        raise Expired("The token has expired.")
+    if nbf is not None and nbf > now + leeway:
+        raise NotYetValid("The token is not valid yet (nbf is in the future).")
+    if iat > now + leeway:
+        raise IssuedInFuture("The token's issue time (iat) is in the future.")
+    return exp
+
+
+def check_times(exp: float, claims: Mapping[str, Any], leeway: float, now: float) -> None:
+    """Re-check the time claims of an already verified token (verified-token cache hits)."""
+    if now >= exp + leeway:
+        raise Expired("The token has expired.")
+    nbf = claims.get("nbf")
+    if nbf is not None and nbf > now + leeway:
+        raise NotYetValid("The token is not valid yet (nbf is in the future).")
+    if claims["iat"] > now + leeway:
+        raise IssuedInFuture("The token's issue time (iat) is in the future.")
+
+
+def time_claim(claims: Mapping[str, Any], name: str, label: str, *, required: bool = True) -> Any:
+    value = claims.get(name)
+    if value is None:
+        if name in claims:
+            raise InvalidClaim(f"The token's {label} ({name}) is not a number.")
+        if required:
+            raise MissingClaim(f"The token has no {label} ({name}).")
+        return None
+    # `type() in` rather than isinstance: bool is an int subclass, and true is not a time.
+    if type(value) not in (int, float):
+        raise InvalidClaim(f"The token's {label} ({name}) is not a number.")
+    if not (0 <= value <= MAX_TIME):
+        raise InvalidClaim(f"The token's {label} ({name}) is outside the years 1970 to 9999.")
+    return value
+
+
+def verify(token: str | bytes, keys: KeySnapshot, policy: Policy, now: float) -> Verified:
+    """The whole check, steps 1 to 5."""
+    compact = split(token)
+    return verify_compact(compact, keys, policy, now)
+
+
+def verify_compact(compact: Compact, keys: KeySnapshot, policy: Policy, now: float) -> Verified:
+    key = select_key(compact, keys)
+    check_signature(compact, key)
+    claims, payload = decode_payload(compact)
+    exp = check_claims(claims, policy, now)
+    return Verified(claims=claims, payload=payload, key=key, exp=exp)
+
+
+def peek_issuer(token: str | bytes) -> str | None:
+    """The unverified `iss`, only to choose which provider will verify the token."""
+    compact = split(token)
+    claims, _ = decode_payload(compact)
+    iss = claims.get("iss")
+    return iss if isinstance(iss, str) else None
+
+
+# --- JSON and base64url, strictly -----------------------------------------------------------
+
+
+def _b64decode(segment: bytes, part: str) -> bytes:
+    if len(segment) % 4 == 1 or not _B64URL.fullmatch(segment):
+        raise Malformed(f"The token's {part} is not base64url.")
+    try:
+        return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+    except binascii.Error:
+        raise Malformed(f"The token's {part} is not base64url.") from None
+
+
+def _decode_json_object(segment: bytes, part: str) -> dict[str, Any]:
+    return _parse_json_object(_b64decode(segment, part), part)
+
+
+class _DuplicateName(ValueError):
+    pass
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateName
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(text)
+    return value
+
+
+# Strict JSON: no duplicate names (which copy would a reader believe?), no NaN/Infinity, no
+# number that overflows to infinity. Python's json keeps big integers exact, which the
+# verbatim rule needs.
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_object,
+    parse_constant=_reject_constant,
+    parse_float=_finite_float,
+)
+
+
+def _parse_json_object(data: bytes, part: str) -> dict[str, Any]:
+    try:
+        text = data.decode("utf-8")
+        value = _DECODER.decode(text)
+    except UnicodeDecodeError:
+        raise Malformed(f"The token's {part} is not valid UTF-8.") from None
+    except _DuplicateName:
+        raise Malformed(f"The token's {part} repeats a member name.") from None
+    except RecursionError:
+        raise Malformed(f"The token's {part} is nested deeper than {MAX_JSON_DEPTH} levels.") from None
+    except ValueError:
+        raise Malformed(f"The token's {part} is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise Malformed(f"The token's {part} is not a JSON object.")
+    if data.count(b"{") + data.count(b"[") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+        raise Malformed(f"The token's {part} is nested deeper than {MAX_JSON_DEPTH} levels.")
+    return value
+
+
+def _depth(value: Any) -> int:
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
