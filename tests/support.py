@@ -13,12 +13,14 @@ import base64
 import functools
 import json
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from joserfc import jws
+from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 PROVIDERS = ("idporten", "maskinporten", "azuread", "tokenx")
@@ -79,7 +81,9 @@ def sign(
     protected.update(header or {})
     payload = claims if isinstance(claims, bytes) else json.dumps(claims).encode()
     registry = jws.JWSRegistry(algorithms=[alg], strict_check_header=False)
-    return jws.serialize_compact(protected, payload, key, registry=registry)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecurityWarning)  # EdDSA: RFC 9864 prefers "Ed25519"
+        return jws.serialize_compact(protected, payload, key, registry=registry)
 
 
 def sign_raw(header: Mapping[str, Any] | bytes, payload: bytes, signer: Any) -> str:

@@ -8,6 +8,8 @@ with no usable key at all is an error.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -154,12 +156,13 @@ def prepare_key(entry: object, known: Mapping[bytes, PreparedKey] | None = None)
     if known and fingerprint in known:
         return known[fingerprint]
 
+    if kty == "RSA":
+        bits = _modulus_bits(public["n"])  # before import: joserfc only warns about small keys
+        if bits < MIN_RSA_BITS:
+            raise JwksError(f"RSA key of {bits} bits; at least {MIN_RSA_BITS} are required")
     try:
         if kty == "RSA":
             key: RSAKey | ECKey | OKPKey = RSAKey.import_key(public)
-            bits = key.public_key.key_size
-            if bits < MIN_RSA_BITS:
-                raise JwksError(f"RSA key of {bits} bits; at least {MIN_RSA_BITS} are required")
         elif kty == "EC":
             key = ECKey.import_key(public)
         else:
@@ -171,3 +174,11 @@ def prepare_key(entry: object, known: Mapping[bytes, PreparedKey] | None = None)
 
     algorithms = {name: JWSRegistry.algorithms[name] for name in allowed}
     return PreparedKey(kid=kid, kty=kty, algorithms=algorithms, key=key, fingerprint=fingerprint)
+
+
+def _modulus_bits(n: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
+    except (binascii.Error, ValueError):
+        raise JwksError("the RSA modulus is not base64url") from None
+    return int.from_bytes(raw, "big").bit_length()
