@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
@@ -19,6 +20,7 @@ from .config import Config
 from .errors import BadRequest
 from .introspect import INTROSPECTOR, Introspector
 from .providers import Providers
+from .runner import LIFECYCLE, DrainingRunner, Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ PROVIDERS = probes.PROVIDERS
 DEV_MODE = probes.DEV_MODE
 INTROSPECT_PATH = "/api/v1/introspect"
 _ROUTES = frozenset({INTROSPECT_PATH, "/healthz", "/readyz", "/metrics", "/openapi.yaml"})
+# Unique per process without a syscall per request (uuid4 reads os.urandom each time).
+_request_ids = (f"{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count(1))
 _INTERNAL_ERROR = introspect.inactive_body(BadRequest("The service failed to handle the request."))
 
 
@@ -36,7 +40,7 @@ async def observe(request: web.Request, handler: web.Handler) -> web.StreamRespo
     """Request id, latency and status metrics, and the last line of defence: an unexpected
     exception is logged (without request content) and answered in the contract's shape."""
     rid = request.headers.get("X-Request-Id", "")
-    rid = rid if 0 < len(rid) <= 128 and rid.isprintable() else uuid.uuid4().hex
+    rid = rid if 0 < len(rid) <= 128 and rid.isprintable() else next(_request_ids)
     request[logs.REQUEST_ID] = rid
     token = logs.request_id.set(rid)
     route = request.path if request.path in _ROUTES else "other"
@@ -59,6 +63,8 @@ async def observe(request: web.Request, handler: web.Handler) -> web.StreamRespo
         logs.request_id.reset(token)
     telemetry.observe_request(route, response.status, time.perf_counter() - started)
     response.headers["X-Request-Id"] = rid
+    if request.app[LIFECYCLE].draining:
+        response.force_close()  # shutting down: move the client off this connection
     return response
 
 
@@ -67,8 +73,11 @@ def create_app(config: Config, *, dev: bool = False) -> web.Application:
     app = web.Application(middlewares=[observe], client_max_size=introspect.MAX_BODY_BYTES)
     app[CONFIG] = config
     app[DEV_MODE] = dev
+    app[LIFECYCLE] = Lifecycle()
     app.cleanup_ctx.append(_http_session)
     app.cleanup_ctx.append(_providers)
+    if config.probe_bind_address is not None:
+        app.cleanup_ctx.append(_probe_listener)
     app.router.add_post(INTROSPECT_PATH, introspect.handle)
     probes.add_routes(app, probes.openapi_document())
     return app
@@ -79,6 +88,7 @@ def create_probe_app(main: web.Application) -> web.Application:
     from the main app's providers."""
     app = web.Application(middlewares=[observe])
     app[DEV_MODE] = main[DEV_MODE]
+    app[LIFECYCLE] = main[LIFECYCLE]
 
     async def share(app: web.Application) -> AsyncIterator[None]:
         app[PROVIDERS] = main[PROVIDERS]
@@ -89,11 +99,12 @@ def create_probe_app(main: web.Application) -> web.Application:
     return app
 
 
-async def create_app_from_env() -> web.Application:
-    """For `gunicorn texas.app:create_app_from_env --worker-class aiohttp.GunicornWebWorker`."""
+async def create_app_from_env() -> web.AppRunner:
+    """For `gunicorn -c deploy/gunicorn.conf.py texas.app:create_app_from_env`: aiohttp's worker
+    takes a runner, which brings texas's access log and drain-on-shutdown along."""
     config = Config.from_env(os.environ)
     logs.configure(config.log_level, config.log_format)
-    return create_app(config)
+    return DrainingRunner(create_app(config))
 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:
@@ -102,6 +113,21 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": "texas"}) as session:
         app[SESSION] = session
         yield
+
+
+async def _probe_listener(app: web.Application) -> AsyncIterator[None]:
+    """PROBE_BIND_ADDRESS, in every process that serves the API: with reuse_port, gunicorn's
+    workers share the port as they share the API's."""
+    address = app[CONFIG].probe_bind_address
+    assert address is not None
+    runner = web.AppRunner(create_probe_app(app), access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, address.host, address.port, reuse_address=True, reuse_port=True)
+    await site.start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 async def _providers(app: web.Application) -> AsyncIterator[None]:

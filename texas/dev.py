@@ -5,7 +5,7 @@ variables that point at it (`dev_environment`) through `Config.from_env`, the pr
 discovery, JWKS fetches and refreshes all run for real. `texas token` asks a running dev IdP to
 mint a token and prints it, so a shell can do `TOKEN=$(texas token idporten)`.
 
-`texas serve` never imports this module: dev mode cannot be switched on by a setting.
+`texas serve` never starts the dev IdP: dev mode is a command, never a setting.
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ from typing import Any
 
 from aiohttp import web
 
-from .devidp import ALGORITHMS, PROVIDERS, DevIdentityProvider, DevIdpError, create_devidp_app
+from .devidp import (
+    ALGORITHMS,
+    PROVIDERS,
+    DevIdentityProvider,
+    DevIdpError,
+    create_devidp_app,
+    dev_environment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +157,6 @@ def _bind_socket(host: str, port: int) -> socket.socket:
 
 def dev_service_environment(idp_url: str, bind: str, environ: dict[str, str]) -> dict[str, str]:
     """What `texas dev` hands to Config.from_env: dev defaults, tuning, the dev providers."""
-    from .devidp import dev_environment
-
     passed = {
         k: v for k, v in environ.items()
         if k in _PASS_THROUGH or k.startswith(_PASS_THROUGH_PREFIXES)
@@ -170,7 +175,8 @@ texas dev: {BANNER}
   page           {idp_url}/
   providers      {", ".join(PROVIDERS)}
     discovery    {idp_url}/<provider>/.well-known/openid-configuration
-    mint         POST {idp_url}/<provider>/token  {{"claims": {{...}}, "level": ..., "expires_in": ...}}
+    mint         POST {idp_url}/<provider>/token
+                 {{"claims": {{...}}, "level": "...", "expires_in": 3600}}, all optional
   signing        {idp.alg}, kid {idp.current_kid} (keys: {state})
 
 Try it:
@@ -221,6 +227,9 @@ async def _run_dev(args: argparse.Namespace) -> int:
         print(_instructions(service_url, idp, idp_url), flush=True)
         log.warning("%s: the embedded identity provider at %s signs any token asked for",
                     BANNER, idp_url)
+        if idp_host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("the dev identity provider listens on %s, beyond this machine: anyone "
+                        "who reaches it can mint tokens that this texas accepts", args.idp_bind)
         await serve(config, dev=True)
     except OSError as e:
         print(f"texas dev: cannot serve on {args.bind}: {e.strerror or e}", file=sys.stderr)
@@ -233,7 +242,13 @@ async def _run_dev(args: argparse.Namespace) -> int:
 def run_dev(args: argparse.Namespace) -> int:
     """`texas dev`: blocks until SIGINT/SIGTERM; returns the exit code."""
     try:
-        return asyncio.run(_run_dev(args))
+        import uvloop  # the loop `texas serve` runs on, when installed
+    except ImportError:
+        run = asyncio.run
+    else:
+        run = uvloop.run
+    try:
+        return run(_run_dev(args))
     except KeyboardInterrupt:
         return 0
 

@@ -55,6 +55,7 @@ MAX_ABS_EXPIRES_IN = 10 * 365 * 24 * 3600
 # Published keys besides the current one; older ones are dropped on rotation.
 MAX_OLD_KEYS = 2
 STATE_FILE = "devidp-keys.json"
+_KEY_TYPES = ("RSA", "EC", "OKP")
 
 AUDIENCES: Mapping[str, str] = {
     "idporten": "4518f3da-d4a0-4bcd-8274-8007996d5bf6",  # the app's ID-porten client_id
@@ -175,8 +176,20 @@ class DevIdentityProvider:
         path = self._state_path()
         if path is None or not path.exists():
             return []
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return [import_key(d) for d in data["keys"]]
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            entries = data["keys"]
+            if any(not isinstance(d, dict) or d.get("kty") not in _KEY_TYPES for d in entries):
+                raise ValueError("only RSA, EC and OKP keys")
+            keys = [import_key(d) for d in entries]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DevIdpError(
+                f"Cannot read the dev keys in {path} ({type(e).__name__}); "
+                "remove the file to start with new keys."
+            ) from None
+        if not keys or any(not k.is_private or not k.kid or not k.alg for k in keys):
+            raise DevIdpError(f"{path} must hold private keys with kid and alg.")
+        return keys
 
     def _save(self) -> None:
         path = self._state_path()

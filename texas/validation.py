@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from joserfc.errors import JoseError
@@ -45,7 +46,6 @@ MAX_TOKEN_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32
 MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z
 
-_B64URL = re.compile(rb"[A-Za-z0-9_-]*")
 _HMAC = re.compile(r"HS\d+", re.IGNORECASE)
 
 
@@ -103,8 +103,7 @@ def split(token: str | bytes) -> Compact:
         raise Malformed("The token is not a compact JWS of three dot-separated parts.")
     header_segment, payload_segment, signature_segment = parts
 
-    header = _decode_json_object(header_segment, "header")
-    alg, kid = _check_header(header)
+    header, alg, kid = _header(header_segment)
     signature = _b64decode(signature_segment, "signature")
     if base64.urlsafe_b64encode(signature).rstrip(b"=") != signature_segment:
         raise Malformed("The token's signature is not canonical base64url.")
@@ -116,6 +115,24 @@ def split(token: str | bytes) -> Compact:
         payload_segment=payload_segment,
         signature=signature,
     )
+
+
+_HEADERS: dict[bytes, tuple[Mapping[str, Any], str, str]] = {}
+_HEADERS_MAX = 1024
+
+
+def _header(segment: bytes) -> tuple[Mapping[str, Any], str, str]:
+    """Steps 1-2 for the header, memoised: an issuer signs with a handful of distinct headers,
+    and the result depends on the segment's bytes alone. Failures are not remembered."""
+    known = _HEADERS.get(segment)
+    if known is not None:
+        return known
+    header = _decode_json_object(segment, "header")
+    alg, kid = _check_header(header)
+    if len(_HEADERS) >= _HEADERS_MAX:
+        _HEADERS.clear()
+    _HEADERS[segment] = result = (MappingProxyType(header), alg, kid)
+    return result
 
 
 def _check_header(header: Mapping[str, Any]) -> tuple[str, str]:
@@ -291,11 +308,16 @@ def peek_issuer(token: str | bytes) -> str | None:
 # --- JSON and base64url, strictly -----------------------------------------------------------
 
 
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
 def _b64decode(segment: bytes, part: str) -> bytes:
-    if len(segment) % 4 == 1 or not _B64URL.fullmatch(segment):
+    # strict_mode refuses anything outside the alphabet (whitespace included); "+", "/" and "="
+    # are in the standard alphabet but not in base64url without padding, so refuse them first.
+    if len(segment) % 4 == 1 or b"+" in segment or b"/" in segment or b"=" in segment:
         raise Malformed(f"The token's {part} is not base64url.")
     try:
-        return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+        return binascii.a2b_base64(segment.translate(_TO_STANDARD) + b"=" * (-len(segment) % 4), strict_mode=True)
     except binascii.Error:
         raise Malformed(f"The token's {part} is not base64url.") from None
 

@@ -1,0 +1,52 @@
+"""The runner: listeners that close first on shutdown, then a short drain.
+
+aiohttp's own shutdown closes idle keep-alive connections at once, and a client that wrote a
+request on one a moment earlier sees the connection drop. So after the listeners close, texas
+keeps existing connections open for up to DRAIN_SECONDS, answers what arrives on them with
+`Connection: close` (clients move off them), and only then runs aiohttp's shutdown, which waits
+for every request in flight. Used by `texas serve` and, through `create_app_from_env`, by
+gunicorn's aiohttp worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from . import logs
+
+DRAIN_SECONDS = 2.0
+SHUTDOWN_TIMEOUT = 30.0
+
+
+@dataclass
+class Lifecycle:
+    draining: bool = False
+
+
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+
+
+class DrainingRunner(web.AppRunner):
+    def __init__(self, app: web.Application, *, drain_seconds: float = DRAIN_SECONDS, **kwargs: object) -> None:
+        kwargs.setdefault("access_log_class", logs.AccessLogger)
+        kwargs.setdefault("access_log", logs.ACCESS_LOGGER)
+        kwargs.setdefault("shutdown_timeout", SHUTDOWN_TIMEOUT)
+        super().__init__(app, **kwargs)  # type: ignore[arg-type]
+        self._drain_seconds = drain_seconds
+
+    async def cleanup(self) -> None:
+        lifecycle = self.app.get(LIFECYCLE)
+        if lifecycle is not None:
+            lifecycle.draining = True
+        for site in list(self.sites):
+            await site.stop()
+        server = self.server
+        if server is not None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._drain_seconds
+            while server.connections and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+        await super().cleanup()
