@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import typing
 
@@ -89,6 +90,8 @@ proc_name = "texas"
 
 # SIGTERM: stop accepting, let in-flight requests finish, then exit. Below Kubernetes' default
 # terminationGracePeriodSeconds (30) so the kill never lands first.
+# Above the runner's shutdown timeout (texas/runner.py, 20 s) so the worker finishes first, and
+# below Kubernetes' default 30 s grace period.
 graceful_timeout = 25
 timeout = 30
 # aiohttp's own default; gunicorn's 2 s would make the app's connection pool reconnect often.
@@ -126,7 +129,17 @@ _metrics_dir = _multiproc_dir(os.environ)
 
 
 def on_starting(server: typing.Any) -> None:
-    """Empty the metrics directory: files from an earlier run would be summed into this one."""
+    """Check the configuration once, in the master, so a bad one stops start-up with one line
+    naming the variable (exit 2) instead of a traceback per worker; then empty the metrics
+    directory: files from an earlier run would be summed into this one."""
+    from texas.config import Config  # does not import prometheus_client
+    from texas.errors import ConfigError
+
+    try:
+        Config.from_env(os.environ)
+    except ConfigError as e:
+        print(f"texas: configuration error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
     path = os.environ[_MULTIPROC_ENV]
     for name in os.listdir(path):
         if name.endswith(".db"):
@@ -136,10 +149,11 @@ def on_starting(server: typing.Any) -> None:
 def child_exit(server: typing.Any, worker: typing.Any) -> None:
     """Drop a dead worker's live gauges (in-flight, keys held, last success) from the sums."""
     # Imported here, not at the top: the master must not load prometheus_client before the
-    # metrics directory is in the environment.
-    from texas import telemetry
+    # metrics directory is in the environment (and not texas.telemetry, whose module-level
+    # gauges would give the master files of its own).
+    from prometheus_client import multiprocess
 
-    telemetry.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server: typing.Any) -> None:

@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from texas.app import create_app
 from texas.config import Config
+from texas.runner import SERVER_OPTIONS
 from tests.support import PROVIDERS, FakeIssuer, claims_for, environment, make_key, public_jwk, sign
 
 ALGS = ("RS256", "PS256", "ES256", "EdDSA")
@@ -30,13 +31,16 @@ TexasFactory = Callable[..., Awaitable[TestClient]]
 
 
 @pytest.fixture
-async def make_texas(issuer: FakeIssuer, aiohttp_client: Any) -> TexasFactory:
+async def make_texas(issuer: FakeIssuer, aiohttp_server: Any, aiohttp_client: Any) -> TexasFactory:
     """Start texas against the fake issuer; keyword arguments are extra environment."""
 
     async def start(providers: tuple[str, ...] = PROVIDERS, *, discovery: bool = False,
                     dev: bool = False, **env: str) -> TestClient:
         config = Config.from_env(environment(issuer, providers, discovery=discovery, **env))
-        return await aiohttp_client(create_app(config, dev=dev))
+        # the same server options as production's runner (aiohttp's TestServer would drop
+        # them if given to its constructor; start_server passes them on)
+        server = await aiohttp_server(create_app(config, dev=dev), **SERVER_OPTIONS)
+        return await aiohttp_client(server)
 
     return start
 

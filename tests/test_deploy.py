@@ -598,10 +598,27 @@ def test_gunicorn_conf_makes_a_metrics_dir_under_tmpdir_when_none_is_set(
     assert not made.exists()
 
 
+VALID_CONFIG = {
+    "MASKINPORTEN_ENABLED": "true",
+    "MASKINPORTEN_WELL_KNOWN_URL": "https://maskinporten.example/.well-known/oauth-authorization-server",
+}
+
+
+def test_on_starting_stops_with_one_line_on_a_bad_configuration(
+    monkeypatch: pytest.MonkeyPatch, metrics_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = _load_gunicorn_conf(monkeypatch, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "IDPORTEN_ENABLED": "true"})
+    with pytest.raises(SystemExit) as info:
+        conf["on_starting"](None)
+    assert info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "IDPORTEN_ENABLED" in line
+
+
 def test_on_starting_empties_the_metrics_dir(
     monkeypatch: pytest.MonkeyPatch, metrics_dir: Path
 ) -> None:
-    conf = _load_gunicorn_conf(monkeypatch, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    conf = _load_gunicorn_conf(monkeypatch, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **VALID_CONFIG})
     (metrics_dir / "counter_4242.db").write_bytes(b"stale")
     (metrics_dir / "gauge_livesum_4242.db").write_bytes(b"stale")
     (metrics_dir / "notes.txt").write_text("not ours")

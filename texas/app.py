@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from . import introspect, logs, probes, telemetry
+from . import introspect, logs, probes, telemetry, tracing
 from .cache import TokenCache
 from .config import Config
 from .errors import BadRequest
@@ -30,8 +28,6 @@ PROVIDERS = probes.PROVIDERS
 DEV_MODE = probes.DEV_MODE
 INTROSPECT_PATH = "/api/v1/introspect"
 _ROUTES = frozenset({INTROSPECT_PATH, "/healthz", "/readyz", "/metrics", "/openapi.yaml"})
-# Unique per process without a syscall per request (uuid4 reads os.urandom each time).
-_request_ids = (f"{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count(1))
 _INTERNAL_ERROR = introspect.inactive_body(BadRequest("The service failed to handle the request."))
 
 
@@ -39,8 +35,7 @@ _INTERNAL_ERROR = introspect.inactive_body(BadRequest("The service failed to han
 async def observe(request: web.Request, handler: web.Handler) -> web.StreamResponse:
     """Request id, latency and status metrics, and the last line of defence: an unexpected
     exception is logged (without request content) and answered in the contract's shape."""
-    rid = request.headers.get("X-Request-Id", "")
-    rid = rid if 0 < len(rid) <= 128 and rid.isprintable() else next(_request_ids)
+    rid = logs.accept_request_id(request.headers.get("X-Request-Id"))
     request[logs.REQUEST_ID] = rid
     token = logs.request_id.set(rid)
     route = request.path if request.path in _ROUTES else "other"
@@ -79,7 +74,9 @@ def create_app(config: Config, *, dev: bool = False) -> web.Application:
     if config.probe_bind_address is not None:
         app.cleanup_ctx.append(_probe_listener)
     app.router.add_post(INTROSPECT_PATH, introspect.handle)
-    probes.add_routes(app, probes.openapi_document())
+    app.router.add_get("/openapi.yaml", probes.openapi)
+    probes.add_routes(app)
+    tracing.install(app)  # only with OTEL_EXPORTER_OTLP_ENDPOINT set
     return app
 
 
@@ -95,7 +92,7 @@ def create_probe_app(main: web.Application) -> web.Application:
         yield
 
     app.cleanup_ctx.append(share)
-    probes.add_routes(app, probes.openapi_document())
+    probes.add_routes(app)
     return app
 
 

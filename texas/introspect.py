@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -156,13 +157,45 @@ class Introspector:
 INTROSPECTOR = web.AppKey("introspector", Introspector)
 
 
+_TOO_LARGE = BadRequest(f"The request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB.")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def decode_body(encoding: str, body: bytes) -> bytes:
+    """The body without its Content-Encoding, never more than MAX_BODY_BYTES (a small gzip
+    body can inflate to gigabytes)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding in ("gzip", "x-gzip"):
+        inflater = zlib.decompressobj(wbits=31)
+    elif encoding == "deflate":
+        inflater = zlib.decompressobj(wbits=15)
+    else:
+        raise BadRequest("The request body's Content-Encoding is not one of gzip, deflate or identity.")
+    try:
+        decoded = inflater.decompress(body, MAX_BODY_BYTES + 1)
+        if len(decoded) > MAX_BODY_BYTES or inflater.unconsumed_tail:
+            raise _TooLarge
+        if not inflater.eof:
+            raise zlib.error("truncated")
+    except zlib.error:
+        raise BadRequest("The request body does not decode as its Content-Encoding says.") from None
+    return decoded
+
+
 async def handle(request: web.Request) -> web.Response:
     try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        error = BadRequest(f"The request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB.")
-        telemetry.inc_introspection("none", error.reason)
-        return _json(inactive_body(error), status=413)
+        body = decode_body(request.headers.get("Content-Encoding", ""), await request.read())
+    except (web.HTTPRequestEntityTooLarge, _TooLarge):
+        telemetry.inc_introspection("none", _TOO_LARGE.reason)
+        return _json(inactive_body(_TOO_LARGE), status=413)
+    except TokenError as e:
+        telemetry.inc_introspection("none", e.reason)
+        return _json(inactive_body(e))
     try:
         parsed = parse_request(request.content_type, body)
     except TokenError as e:

@@ -90,6 +90,7 @@ class RemoteJwks:
         self._inflight: asyncio.Task[bool] | None = None
         self._trailing: asyncio.Task[None] | None = None
         self._unknown: OrderedDict[str, float] = OrderedDict()  # kid -> forget after
+        telemetry.set_jwks_state(provider, 0, None)  # a series from the start: "no keys yet"
 
     # --- what requests see -------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""GET /healthz, /readyz, /metrics and /openapi.yaml."""
+"""GET /healthz, /readyz, /metrics, and the contract at /openapi.yaml."""
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 
 import orjson
@@ -16,6 +17,7 @@ DEV_MODE = web.AppKey("dev_mode", bool)
 _HEALTHY = orjson.dumps({"status": "ok"})
 
 
+@functools.cache
 def openapi_document() -> bytes:
     """The contract file at the repository root (packaged as texas/openapi.yaml)."""
     return resources.files("texas").joinpath("openapi.yaml").read_bytes()
@@ -48,15 +50,12 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-def openapi_handler(document: bytes) -> web.RequestHandler:  # type: ignore[name-defined]
-    async def openapi(request: web.Request) -> web.Response:
-        return web.Response(body=document, content_type="application/yaml")
-
-    return openapi
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=openapi_document(), content_type="application/yaml")
 
 
-def add_routes(app: web.Application, openapi: bytes) -> None:
+def add_routes(app: web.Application) -> None:
+    """Probes and metrics: on the API address, and alone on PROBE_BIND_ADDRESS."""
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/openapi.yaml", openapi_handler(openapi))

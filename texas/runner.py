@@ -18,7 +18,10 @@ from aiohttp import web
 from . import logs
 
 DRAIN_SECONDS = 2.0
-SHUTDOWN_TIMEOUT = 30.0
+# texas decodes request bodies itself (introspect.py): aiohttp's parser would answer an
+# encoding it cannot decode with a plain-text 400 before texas could give its verdict.
+SERVER_OPTIONS: dict[str, object] = {"auto_decompress": False}
+SHUTDOWN_TIMEOUT = 20.0  # below gunicorn's graceful_timeout (deploy/) and Kubernetes' 30 s
 
 
 @dataclass
@@ -34,6 +37,8 @@ class DrainingRunner(web.AppRunner):
         kwargs.setdefault("access_log_class", logs.AccessLogger)
         kwargs.setdefault("access_log", logs.ACCESS_LOGGER)
         kwargs.setdefault("shutdown_timeout", SHUTDOWN_TIMEOUT)
+        for name, value in SERVER_OPTIONS.items():
+            kwargs.setdefault(name, value)
         super().__init__(app, **kwargs)  # type: ignore[arg-type]
         self._drain_seconds = drain_seconds
 

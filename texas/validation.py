@@ -165,6 +165,8 @@ def _check_header(header: Mapping[str, Any]) -> tuple[str, str]:
         raise Malformed("The token's header has no key id (kid).")
     if not isinstance(kid, str) or not kid:
         raise Malformed("The token's key id (kid) is not a non-empty string.")
+    if len(kid) > MAX_KID_LENGTH:  # no key has such a kid (keys.py): not worth a fetch
+        raise UnknownKey("The token is signed with a key (kid) the provider does not publish.")
     return alg, kid
 
 
@@ -173,7 +175,7 @@ def _check_header(header: Mapping[str, Any]) -> tuple[str, str]:
 
 def select_key(compact: Compact, keys: KeySnapshot) -> PreparedKey:
     """The key that `kid` names and that allows `alg` (step 3)."""
-    candidates = keys.candidates(compact.kid) if len(compact.kid) <= MAX_KID_LENGTH else ()
+    candidates = keys.candidates(compact.kid)
     if not candidates:
         raise UnknownKey("The token is signed with a key (kid) the provider does not publish.")
     for key in candidates:
