@@ -147,7 +147,7 @@ def spawn(tmp_path: Path, env: dict[str, str]) -> Iterator[Gunicorn]:
 @contextlib.asynccontextmanager
 async def running(tmp_path: Path, issuer: FakeIssuer, **env: str) -> AsyncIterator[Gunicorn]:
     address = f"127.0.0.1:{free_port()}"
-    full = gunicorn_env(tmp_path, **environment(issuer, BIND_ADDRESS=address, **env))
+    full = gunicorn_env(tmp_path, **environment(issuer, BIND_ADDRESS=address, TEXAS_ACCESS_LOG="true", **env))
     with spawn(tmp_path, full) as g:
         await g.wait_for(lambda: g.ready_workers() >= WORKERS, f"{WORKERS} ready workers")
         yield g

@@ -56,6 +56,7 @@ def restore_logging() -> Iterator[None]:
 @contextlib.asynccontextmanager
 async def serving(issuer: FakeIssuer, **env: str) -> AsyncIterator[str]:
     """texas as `texas serve` runs it, configured from `env` like the CLI; yields its URL."""
+    env = {"TEXAS_ACCESS_LOG": "true", **env}
     config = Config.from_env(environment(issuer, BIND_ADDRESS=f"127.0.0.1:{free_port()}", **env))
     logs.configure(config.log_level, config.log_format)
     stop = asyncio.Event()
@@ -140,7 +141,7 @@ async def drive(url: str, token: str, forged: str) -> list[tuple[str, str, int, 
         async def call(method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
             async with session.request(method, f"{url}{path}", **kwargs) as r:
                 body = await r.read()
-                sent.append((method, path, r.status, r.headers["X-Request-Id"]))
+                sent.append((method, path, r.status, r.headers.get("X-Request-Id")))
                 return json.loads(body) if r.content_type == "application/json" else None
 
         introspect = "/api/v1/introspect"
@@ -394,3 +395,12 @@ def test_a_forked_worker_draws_its_own_request_ids() -> None:
     os.close(read)
     ours = logs.accept_request_id(None)
     assert theirs.split("-")[0] != ours.split("-")[0]
+
+
+async def test_access_log_is_off_unless_asked_for(issuer: FakeIssuer, capsys: pytest.CaptureFixture[str]) -> None:
+    async with serving(issuer, TEXAS_ACCESS_LOG="false") as url, aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/readyz") as r:
+            assert r.status == 200
+        async with session.post(f"{url}/api/v1/introspect", json={"token": "x.y.z"}) as r:
+            assert r.status == 200
+    assert not [line for line in capsys.readouterr().out.splitlines() if '"texas.access"' in line]

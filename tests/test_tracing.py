@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from texas import tracing
-from texas.app import create_app, observe
+from texas.app import create_app
 from texas.config import Config
 from tests.conftest import introspect
 from tests.support import FakeIssuer, claims_for, environment, make_key, sign
@@ -32,10 +32,10 @@ def config(issuer: FakeIssuer, monkeypatch: pytest.MonkeyPatch) -> Config:
 
 def test_without_the_endpoint_no_tracing_middleware(config: Config) -> None:
     app = create_app(config)
-    assert list(app.middlewares) == [observe]
+    assert list(app.middlewares) == []
     assert len(app.cleanup_ctx) == len(create_app(config).cleanup_ctx)
     assert tracing.install(app, {}) is False
-    assert list(app.middlewares) == [observe]
+    assert list(app.middlewares) == []
 
 
 def test_the_endpoint_without_opentelemetry_adds_nothing_and_says_so(
@@ -48,7 +48,7 @@ def test_the_endpoint_without_opentelemetry_adds_nothing_and_says_so(
     monkeypatch.setenv(tracing.ENDPOINT_VARIABLE, "http://127.0.0.1:4318")
     with caplog.at_level(logging.WARNING, logger="texas.tracing"):
         app = create_app(config)
-    assert list(app.middlewares) == [observe]
+    assert list(app.middlewares) == []
     assert "pip install 'texas[otel]'" in caplog.text
 
 
@@ -158,7 +158,7 @@ async def test_the_endpoint_sends_spans_to_an_otlp_collector(
     monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
 
     app = create_app(config)
-    assert len(app.middlewares) == 2
+    assert len(app.middlewares) == 1
     client = await aiohttp_client(app)
     token = sign(claims_for("tokenx", issuer.issuer("tokenx")), make_key("RS256", "key-1"))
     assert (await introspect(client, token, "tokenx"))["active"] is True

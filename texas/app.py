@@ -17,6 +17,7 @@ from .cache import TokenCache
 from .config import Config
 from .errors import BadRequest
 from .introspect import INTROSPECTOR, Introspector
+from .probes import Handler
 from .providers import Providers
 from .runner import LIFECYCLE, DrainingRunner, Lifecycle
 
@@ -27,45 +28,63 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 PROVIDERS = probes.PROVIDERS
 DEV_MODE = probes.DEV_MODE
 INTROSPECT_PATH = "/api/v1/introspect"
-_ROUTES = frozenset({INTROSPECT_PATH, "/healthz", "/readyz", "/metrics", "/openapi.yaml"})
 _INTERNAL_ERROR = introspect.inactive_body(BadRequest("The service failed to handle the request."))
 
 
-@web.middleware
-async def observe(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-    """Request id, latency and status metrics, and the last line of defence: an unexpected
-    exception is logged (without request content) and answered in the contract's shape."""
-    rid = logs.accept_request_id(request.headers.get("X-Request-Id"))
-    request[logs.REQUEST_ID] = rid
-    token = logs.request_id.set(rid)
-    route = request.path if request.path in _ROUTES else "other"
-    started = time.perf_counter()
-    telemetry.IN_FLIGHT.inc()
-    try:
-        response = await handler(request)
-    except web.HTTPException as e:  # 404, 405: aiohttp answers them; count them too
-        e.headers["X-Request-Id"] = rid
-        telemetry.observe_request(route, e.status, time.perf_counter() - started)
-        raise
-    except Exception:
-        log.exception("unexpected error answering %s %s", request.method, route)
-        if route == INTROSPECT_PATH:
-            response = web.Response(body=_INTERNAL_ERROR, content_type="application/json")
-        else:
-            response = web.json_response({"status": "error"}, status=500)
-    finally:
-        telemetry.IN_FLIGHT.dec()
-        logs.request_id.reset(token)
-    telemetry.observe_request(route, response.status, time.perf_counter() - started)
-    response.headers["X-Request-Id"] = rid
-    if request.app[LIFECYCLE].draining:
-        response.force_close()  # shutting down: move the client off this connection
-    return response
+def observed(route: str, handler: Handler) -> Handler:
+    """One route's handler with request id, latency and status metrics, and the last line of
+    defence: an unexpected exception is logged (without request content) and answered in the
+    contract's shape. A wrapper per route rather than an aiohttp middleware, which would add
+    two coroutine layers to every request (`route` gives 404 and 405 handlers of their own, so
+    those are observed too)."""
+
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        rid = logs.accept_request_id(request.headers.get("X-Request-Id"))
+        request[logs.REQUEST_ID] = rid
+        token = logs.request_id.set(rid)
+        started = time.perf_counter()
+        telemetry.IN_FLIGHT.inc()
+        try:
+            response = await handler(request)
+        except Exception:
+            log.exception("unexpected error answering %s %s", request.method, route)
+            if route == INTROSPECT_PATH:
+                response = web.Response(body=_INTERNAL_ERROR, content_type="application/json")
+            else:
+                response = web.json_response({"status": "error"}, status=500)
+        finally:
+            telemetry.IN_FLIGHT.dec()
+            logs.request_id.reset(token)
+        telemetry.observe_request(route, response.status, time.perf_counter() - started)
+        response.headers["X-Request-Id"] = rid
+        if request.app[LIFECYCLE].draining:
+            response.force_close()  # shutting down: move the client off this connection
+        return response
+
+    return wrapper
+
+
+def route(app: web.Application, method: str, path: str, handler: Handler) -> None:
+    """Register an observed handler, and an observed 405 for the path's other methods."""
+    app.router.add_route(method, path, observed(path, handler))
+    allow = "GET, HEAD" if method == "GET" else method
+
+    async def method_not_allowed(request: web.Request) -> web.Response:
+        return web.json_response({"status": "method not allowed"}, status=405, headers={"Allow": allow})
+
+    app.router.add_route("*", path, observed(path, method_not_allowed))
+
+
+def _not_found_for_the_rest(app: web.Application) -> None:
+    async def not_found(request: web.Request) -> web.Response:
+        return web.json_response({"status": "not found"}, status=404)
+
+    app.router.add_route("*", "/{tail:.*}", observed("other", not_found), name=logs.NOT_FOUND_ROUTE)
 
 
 def create_app(config: Config, *, dev: bool = False) -> web.Application:
     """The service: introspection plus probes and metrics."""
-    app = web.Application(middlewares=[observe], client_max_size=introspect.MAX_BODY_BYTES)
+    app = web.Application(client_max_size=introspect.MAX_BODY_BYTES)
     app[CONFIG] = config
     app[DEV_MODE] = dev
     app[LIFECYCLE] = Lifecycle()
@@ -73,9 +92,10 @@ def create_app(config: Config, *, dev: bool = False) -> web.Application:
     app.cleanup_ctx.append(_providers)
     if config.probe_bind_address is not None:
         app.cleanup_ctx.append(_probe_listener)
-    app.router.add_post(INTROSPECT_PATH, introspect.handle)
-    app.router.add_get("/openapi.yaml", probes.openapi)
-    probes.add_routes(app)
+    route(app, "POST", INTROSPECT_PATH, introspect.handle)
+    route(app, "GET", "/openapi.yaml", probes.openapi)
+    probes.add_routes(app, route)
+    _not_found_for_the_rest(app)
     tracing.install(app)  # only with OTEL_EXPORTER_OTLP_ENDPOINT set
     return app
 
@@ -83,7 +103,7 @@ def create_app(config: Config, *, dev: bool = False) -> web.Application:
 def create_probe_app(main: web.Application) -> web.Application:
     """The optional second listener (PROBE_BIND_ADDRESS): probes and metrics only, answering
     from the main app's providers."""
-    app = web.Application(middlewares=[observe])
+    app = web.Application()
     app[DEV_MODE] = main[DEV_MODE]
     app[LIFECYCLE] = main[LIFECYCLE]
 
@@ -92,7 +112,8 @@ def create_probe_app(main: web.Application) -> web.Application:
         yield
 
     app.cleanup_ctx.append(share)
-    probes.add_routes(app)
+    probes.add_routes(app, route)
+    _not_found_for_the_rest(app)
     return app
 
 
@@ -101,7 +122,7 @@ async def create_app_from_env() -> web.AppRunner:
     takes a runner, which brings texas's access log and drain-on-shutdown along."""
     config = Config.from_env(os.environ)
     logs.configure(config.log_level, config.log_format)
-    return DrainingRunner(create_app(config))
+    return DrainingRunner(create_app(config), access_log=config.access_log)
 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:

@@ -9,12 +9,11 @@ check runs per request. Bounded in entries and in bytes; oldest entries leave fi
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from . import telemetry
 from .keys import PreparedKey
+from .validation import Times
 
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 _ENTRY_OVERHEAD = 200  # dict slot, key digest, entry object
@@ -22,10 +21,12 @@ _ENTRY_OVERHEAD = 200  # dict slot, key digest, entry object
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    claims: Mapping[str, Any]
+    """What a hit needs, and no more: the claims live on only inside `body`."""
+
     body: bytes  # the active answer, ready to send
     key: PreparedKey
-    exp: float
+    times: Times
+    acr: object  # for the per-request level check
 
 
 class TokenCache:

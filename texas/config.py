@@ -86,6 +86,7 @@ class Config:
     token_cache_size: int = 10_000
     log_level: str = "INFO"
     log_format: str = "json"
+    access_log: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], secrets_dir: Path | None = None) -> Config:
@@ -118,6 +119,9 @@ class Config:
         log_level = environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, not {log_level!r}")
+        access_log = environ.get("TEXAS_ACCESS_LOG", "false").strip().lower() or "false"
+        if access_log not in ("true", "false"):
+            raise ConfigError(f"TEXAS_ACCESS_LOG must be true or false, not {access_log!r}")
         probe = environ.get("PROBE_BIND_ADDRESS", "").strip()
         return cls(
             providers=providers,
@@ -131,6 +135,7 @@ class Config:
             token_cache_size=_count(environ, "TEXAS_TOKEN_CACHE_SIZE", 10_000),
             log_level=log_level,
             log_format=log_format,
+            access_log=access_log == "true",
         )
 
     def provider(self, name: str) -> ProviderConfig | None:

@@ -10,9 +10,8 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -22,7 +21,7 @@ from . import levels, telemetry
 from .cache import Entry, TokenCache
 from .errors import BadRequest, KeysUnavailable, TokenError
 from .providers import Provider, Providers
-from .validation import Verified, check_times, peek_issuer, split, verify_compact
+from .validation import Verified, peek_issuer, split, verify_compact
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +120,15 @@ class Introspector:
             else:
                 provider = self.providers.get(request.identity_provider)
             name = provider.name
-            body, claims = await self._verify(provider, request.token)
+            body, acr = await self._verify(provider, request.token)
             if request.level is not None:
-                levels.require(claims.get("acr"), request.level)
+                levels.require(acr, request.level)
         except TokenError as e:
             return Verdict(name, e.reason, inactive_body(e))
         return Verdict(name, "active", body)
 
-    async def _verify(self, provider: Provider, token: str) -> tuple[bytes, Mapping[str, Any]]:
+    async def _verify(self, provider: Provider, token: str) -> tuple[bytes, object]:
+        """The active answer and the token's `acr`, from the cache or by verifying."""
         now = self.clock()
         key = self.cache.key(provider.name, token)
         entry = self.cache.get(key)
@@ -136,11 +136,11 @@ class Introspector:
             snapshot = provider.jwks.current()
             if snapshot is not None and snapshot.holds(entry.key):
                 try:
-                    check_times(entry.exp, entry.claims, provider.policy.leeway, now)  # type: ignore[union-attr]
+                    entry.times.check(provider.policy.leeway, now)  # type: ignore[union-attr]
                 except TokenError:
                     self.cache.discard(key)
                     raise
-                return entry.body, entry.claims
+                return entry.body, entry.acr
             self.cache.discard(key)
 
         compact = split(token)
@@ -150,8 +150,9 @@ class Introspector:
             raise KeysUnavailable(f"The signing keys of {provider.name} are not available right now.")
         verified = verify_compact(compact, snapshot, policy, now)
         body = active_body(verified)
-        self.cache.put(key, Entry(claims=verified.claims, body=body, key=verified.key, exp=verified.exp))
-        return body, verified.claims
+        acr = verified.claims.get("acr")
+        self.cache.put(key, Entry(body=body, key=verified.key, times=verified.times, acr=acr))
+        return body, acr
 
 
 INTROSPECTOR = web.AppKey("introspector", Introspector)

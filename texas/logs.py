@@ -144,6 +144,9 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     logging.captureWarnings(True)
 
 
+NOT_FOUND_ROUTE = "not_found"  # the catch-all route's name (app.py); its paths are anybody's
+
+
 def logged_path(request: web.BaseRequest) -> str:
     """The route a request matched, as registered; anything else is "other", so neither a
     query string nor a made-up path (which could carry a token) reaches the logs."""
@@ -151,7 +154,7 @@ def logged_path(request: web.BaseRequest) -> str:
     if match is None:  # refused before routing (a malformed request line, say)
         return "other"
     resource = match.route.resource
-    if resource is not None:
+    if resource is not None and resource.name != NOT_FOUND_ROUTE:
         return str(resource.canonical)
     if isinstance(match.http_exception, web.HTTPMethodNotAllowed):
         return request.path  # the path is a route; only the method was wrong

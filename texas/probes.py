@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from importlib import resources
 
 import orjson
@@ -10,6 +11,8 @@ from aiohttp import web
 
 from . import telemetry
 from .providers import Providers
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PROVIDERS = web.AppKey("providers", Providers)
 DEV_MODE = web.AppKey("dev_mode", bool)
@@ -54,8 +57,7 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=openapi_document(), content_type="application/yaml")
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, route: Callable[[web.Application, str, str, Handler], None]) -> None:
     """Probes and metrics: on the API address, and alone on PROBE_BIND_ADDRESS."""
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    for path, handler in (("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)):
+        route(app, "GET", path, handler)

@@ -33,9 +33,12 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 
 
 class DrainingRunner(web.AppRunner):
-    def __init__(self, app: web.Application, *, drain_seconds: float = DRAIN_SECONDS, **kwargs: object) -> None:
+    def __init__(self, app: web.Application, *, access_log: bool = False,
+                 drain_seconds: float = DRAIN_SECONDS, **kwargs: object) -> None:
+        # Off, aiohttp skips the access logger entirely: a JSON line and a write per request
+        # cost about as much as the rest of a cached verdict (see bench/README.md).
         kwargs.setdefault("access_log_class", logs.AccessLogger)
-        kwargs.setdefault("access_log", logs.ACCESS_LOGGER)
+        kwargs.setdefault("access_log", logs.ACCESS_LOGGER if access_log else None)
         kwargs.setdefault("shutdown_timeout", SHUTDOWN_TIMEOUT)
         for name, value in SERVER_OPTIONS.items():
             kwargs.setdefault(name, value)

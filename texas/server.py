@@ -27,7 +27,7 @@ async def serve(config: Config, *, dev: bool = False, stop: asyncio.Event | None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    runner = DrainingRunner(create_app(config, dev=dev), handle_signals=False)
+    runner = DrainingRunner(create_app(config, dev=dev), access_log=config.access_log, handle_signals=False)
     await runner.setup()
     try:
         address = config.bind_address

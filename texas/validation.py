@@ -71,13 +71,30 @@ class Compact:
 
 
 @dataclass(frozen=True, slots=True)
+class Times:
+    """A token's time claims, well-formed; checked again on every verified-token cache hit."""
+
+    exp: float
+    iat: float
+    nbf: float | None
+
+    def check(self, leeway: float, now: float) -> None:
+        if now >= self.exp + leeway:
+            raise Expired("The token has expired.")
+        if self.nbf is not None and self.nbf > now + leeway:
+            raise NotYetValid("The token is not valid yet (nbf is in the future).")
+        if self.iat > now + leeway:
+            raise IssuedInFuture("The token's issue time (iat) is in the future.")
+
+
+@dataclass(frozen=True, slots=True)
 class Verified:
     """A token whose signature and claims hold."""
 
     claims: Mapping[str, Any]
     payload: bytes  # the decoded payload, exactly as signed
     key: PreparedKey
-    exp: float
+    times: Times
 
 
 # --- step 1 and 2: split and header ------------------------------------------------------
@@ -224,8 +241,8 @@ def decode_payload(compact: Compact) -> tuple[dict[str, Any], bytes]:
     return _parse_json_object(payload, "payload"), payload
 
 
-def check_claims(claims: Mapping[str, Any], policy: Policy, now: float) -> float:
-    """Check iss, aud and the time claims; returns `exp`."""
+def check_claims(claims: Mapping[str, Any], policy: Policy, now: float) -> Times:
+    """Check iss, aud and the time claims."""
     iss = claims.get("iss")
     if iss is None:
         raise MissingClaim("The token has no issuer (iss).")
@@ -245,28 +262,13 @@ def check_claims(claims: Mapping[str, Any], policy: Policy, now: float) -> float
         if not ok:
             raise WrongAudience("The token's audience (aud) does not include this application.")
 
-    exp = time_claim(claims, "exp", "expiry")
-    iat = time_claim(claims, "iat", "issue time")
-    nbf = time_claim(claims, "nbf", "not-before time", required=False)
-    leeway = policy.leeway
-    if now >= exp + leeway:
-        raise Expired("The token has expired.")
-    if nbf is not None and nbf > now + leeway:
-        raise NotYetValid("The token is not valid yet (nbf is in the future).")
-    if iat > now + leeway:
-        raise IssuedInFuture("The token's issue time (iat) is in the future.")
-    return exp
-
-
-def check_times(exp: float, claims: Mapping[str, Any], leeway: float, now: float) -> None:
-    """Re-check the time claims of an already verified token (verified-token cache hits)."""
-    if now >= exp + leeway:
-        raise Expired("The token has expired.")
-    nbf = claims.get("nbf")
-    if nbf is not None and nbf > now + leeway:
-        raise NotYetValid("The token is not valid yet (nbf is in the future).")
-    if claims["iat"] > now + leeway:
-        raise IssuedInFuture("The token's issue time (iat) is in the future.")
+    times = Times(
+        exp=time_claim(claims, "exp", "expiry"),
+        iat=time_claim(claims, "iat", "issue time"),
+        nbf=time_claim(claims, "nbf", "not-before time", required=False),
+    )
+    times.check(policy.leeway, now)
+    return times
 
 
 def time_claim(claims: Mapping[str, Any], name: str, label: str, *, required: bool = True) -> Any:
@@ -295,8 +297,8 @@ def verify_compact(compact: Compact, keys: KeySnapshot, policy: Policy, now: flo
     key = select_key(compact, keys)
     check_signature(compact, key)
     claims, payload = decode_payload(compact)
-    exp = check_claims(claims, policy, now)
-    return Verified(claims=claims, payload=payload, key=key, exp=exp)
+    times = check_claims(claims, policy, now)
+    return Verified(claims=claims, payload=payload, key=key, times=times)
 
 
 def peek_issuer(token: str | bytes) -> str | None:
