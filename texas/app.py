@@ -154,7 +154,7 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     providers = Providers.from_config(config, app[SESSION])
     app[PROVIDERS] = providers
-    app[INTROSPECTOR] = Introspector(providers, TokenCache(config.token_cache_size))
+    app[INTROSPECTOR] = Introspector(providers, TokenCache(config.token_cache_size, config.token_cache_bytes))
 
     first = {p.name: asyncio.create_task(p.jwks.refresh("startup")) for p in providers}
     await asyncio.wait(first.values(), timeout=config.jwks_fetch_timeout_seconds + 1)

@@ -84,6 +84,7 @@ class Config:
     jwks_fetch_timeout_seconds: float = 5
     jwks_max_stale_seconds: float = 86400
     token_cache_size: int = 10_000
+    token_cache_bytes: int = 4 * 1024 * 1024
     log_level: str = "INFO"
     log_format: str = "json"
     access_log: bool = False
@@ -133,6 +134,7 @@ class Config:
             jwks_fetch_timeout_seconds=_seconds(environ, "TEXAS_JWKS_FETCH_TIMEOUT_SECONDS", 5),
             jwks_max_stale_seconds=max_stale,
             token_cache_size=_count(environ, "TEXAS_TOKEN_CACHE_SIZE", 10_000),
+            token_cache_bytes=_count(environ, "TEXAS_TOKEN_CACHE_BYTES", 4 * 1024 * 1024),
             log_level=log_level,
             log_format=log_format,
             access_log=access_log == "true",
