@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from tests.support import PROVIDERS, FakeIssuer, claims_for, environment, make_key, public_jwk, sign
 from texas.app import create_app
 from texas.config import Config
 from texas.runner import SERVER_OPTIONS
-from tests.support import PROVIDERS, FakeIssuer, claims_for, environment, make_key, public_jwk, sign
 
 ALGS = ("RS256", "PS256", "ES256", "EdDSA")
 
@@ -34,8 +34,9 @@ TexasFactory = Callable[..., Awaitable[TestClient]]
 async def make_texas(issuer: FakeIssuer, aiohttp_server: Any, aiohttp_client: Any) -> TexasFactory:
     """Start texas against the fake issuer; keyword arguments are extra environment."""
 
-    async def start(providers: tuple[str, ...] = PROVIDERS, *, discovery: bool = False,
-                    dev: bool = False, **env: str) -> TestClient:
+    async def start(
+        providers: tuple[str, ...] = PROVIDERS, *, discovery: bool = False, dev: bool = False, **env: str
+    ) -> TestClient:
         config = Config.from_env(environment(issuer, providers, discovery=discovery, **env))
         # the same server options as production's runner (aiohttp's TestServer would drop
         # them if given to its constructor; start_server passes them on)
@@ -54,16 +55,28 @@ async def texas(make_texas: TexasFactory) -> TestClient:
 def token(issuer: FakeIssuer) -> Callable[..., str]:
     """token(provider, **claim_overrides) signed with that provider's RS256 `key-1`."""
 
-    def make(provider: str = "idporten", *, alg: str = "RS256", kid: str = "key-1",
-             header: dict[str, Any] | None = None, **claims: Any) -> str:
-        return sign(claims_for(provider, issuer.issuer(provider), **claims), make_key(alg, kid),
-                    alg=alg, kid=kid, header=header)
+    def make(
+        provider: str = "idporten",
+        *,
+        alg: str = "RS256",
+        kid: str = "key-1",
+        header: dict[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
+        return sign(
+            claims_for(provider, issuer.issuer(provider), **claims),
+            make_key(alg, kid),
+            alg=alg,
+            kid=kid,
+            header=header,
+        )
 
     return make
 
 
-async def introspect(client: TestClient, token: str | None = None, provider: str | None = "idporten",
-                     **fields: Any) -> dict[str, Any]:
+async def introspect(
+    client: TestClient, token: str | None = None, provider: str | None = "idporten", **fields: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = dict(fields)
     if token is not None:
         body["token"] = token

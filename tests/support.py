@@ -109,9 +109,13 @@ def claims_for(provider: str, issuer: str, now: float | None = None, **overrides
     if provider == "idporten":
         claims.update(pid="12345678901", acr="idporten-loa-high", amr=["BankID"], client_id="client")
     elif provider == "maskinporten":
-        claims.update(scope="nav:test/api", consumer={"authority": "iso6523-actorid-upis", "ID": "0192:889640782"})
+        claims.update(
+            scope="nav:test/api", consumer={"authority": "iso6523-actorid-upis", "ID": "0192:889640782"}
+        )
     elif provider == "tokenx":
-        claims.update(pid="12345678901", acr="idporten-loa-substantial", idp="idporten", client_id="cluster:team:app")
+        claims.update(
+            pid="12345678901", acr="idporten-loa-substantial", idp="idporten", client_id="cluster:team:app"
+        )
     else:
         claims.update(azp="caller-client-id", oid="00000000-0000-0000-0000-0000000000aa", roles=["access"])
     for name, value in overrides.items():
@@ -162,11 +166,13 @@ class FakeIssuer:
     async def _discovery(self, request: web.Request) -> web.Response:
         name = request.match_info["provider"]
         self.state[name].discovery_fetches += 1
-        return web.json_response({
-            "issuer": self.issuer(name),
-            "jwks_uri": self.jwks_uri(name),
-            "token_endpoint": f"{self.issuer(name)}/token",
-        })
+        return web.json_response(
+            {
+                "issuer": self.issuer(name),
+                "jwks_uri": self.jwks_uri(name),
+                "token_endpoint": f"{self.issuer(name)}/token",
+            }
+        )
 
     async def _jwks(self, request: web.Request) -> web.StreamResponse:
         state = self.state[request.match_info["provider"]]
@@ -197,8 +203,9 @@ class FakeIssuer:
         return web.Response(body=body, headers=headers, content_type=state.content_type)
 
 
-def environment(issuer: FakeIssuer, providers: tuple[str, ...] = PROVIDERS, *, discovery: bool = False,
-                **extra: str) -> dict[str, str]:
+def environment(
+    issuer: FakeIssuer, providers: tuple[str, ...] = PROVIDERS, *, discovery: bool = False, **extra: str
+) -> dict[str, str]:
     """The NAIS variables that point texas at the fake issuer."""
     env: dict[str, str] = {}
     for p in providers:
@@ -207,7 +214,9 @@ def environment(issuer: FakeIssuer, providers: tuple[str, ...] = PROVIDERS, *, d
         if p in AUDIENCE_VARIABLE:
             env[AUDIENCE_VARIABLE[p]] = AUDIENCES[p]  # type: ignore[assignment]
         if discovery:
-            env["AZURE_APP_WELL_KNOWN_URL" if p == "azuread" else f"{prefix}_WELL_KNOWN_URL"] = issuer.well_known(p)
+            env["AZURE_APP_WELL_KNOWN_URL" if p == "azuread" else f"{prefix}_WELL_KNOWN_URL"] = (
+                issuer.well_known(p)
+            )
         elif p == "azuread":
             env["AZURE_OPENID_CONFIG_ISSUER"] = issuer.issuer(p)
             env["AZURE_OPENID_CONFIG_JWKS_URI"] = issuer.jwks_uri(p)

@@ -122,8 +122,9 @@ class Mint:
 
     def claims(self, provider: str = "idporten", **overrides: Any) -> dict[str, Any]:
         """The base claims; an override of `...` removes the claim."""
-        return claims_for(provider, self.issuer.issuer(provider), now=self.now,
-                          **{"marker": MARKER, **overrides})
+        return claims_for(
+            provider, self.issuer.issuer(provider), now=self.now, **{"marker": MARKER, **overrides}
+        )
 
     def header(self, **overrides: Any) -> dict[str, Any]:
         header: dict[str, Any] = {"alg": self.base.alg, "typ": "JWT", "kid": self.base.kid}
@@ -139,14 +140,21 @@ class Mint:
         key = self.base.key if key is None else key
         return lambda message: model.sign(message, key)
 
-    def token(self, *, header: Mapping[str, Any] | bytes | None = None,
-              claims: Mapping[str, Any] | bytes | None = None, signer: Signer | None = None) -> str:
+    def token(
+        self,
+        *,
+        header: Mapping[str, Any] | bytes | None = None,
+        claims: Mapping[str, Any] | bytes | None = None,
+        signer: Signer | None = None,
+    ) -> str:
         """A compact JWS of the given (or base) header and claims, signed by `signer` (or the
         base key with the base alg, whatever the header says)."""
-        payload = claims if isinstance(claims, bytes) else json.dumps(
-            self.claims() if claims is None else claims).encode()
-        return sign_raw(self.header() if header is None else header, payload,
-                        signer or self.signer())
+        payload = (
+            claims
+            if isinstance(claims, bytes)
+            else json.dumps(self.claims() if claims is None else claims).encode()
+        )
+        return sign_raw(self.header() if header is None else header, payload, signer or self.signer())
 
     def payload(self, **overrides: Any) -> bytes:
         return json.dumps(self.claims(**overrides)).encode()
@@ -156,6 +164,7 @@ Make = Callable[[Mint], Request]
 
 
 # Row builders: each one changes one thing about the base token.
+
 
 def header(**changes: Any) -> Make:
     """Header members changed (`...` removes one), signed as the base is."""
@@ -234,12 +243,12 @@ def by(alg: str, key: Key) -> Callable[[Mint], Signer]:
 
 
 def constant(signature: bytes) -> Callable[[Mint], Signer]:
-    return lambda m: (lambda _: signature)
+    return lambda m: lambda _: signature
 
 
 def hmac_with(alg: str, secret: Callable[[], bytes]) -> Callable[[Mint], Signer]:
     digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
-    return lambda m: (lambda message: hmac.new(secret(), message, digest).digest())
+    return lambda m: lambda message: hmac.new(secret(), message, digest).digest()
 
 
 def parts(token: str) -> list[str]:
@@ -442,16 +451,31 @@ def polyglot(m: Mint) -> str:
     three parts, smuggling a forged payload next to a genuine signature."""
     h, p, s = parts(m.token())
     forged = b64(m.payload(pid="00000000000"))
-    return ('{"  ' + h + "." + forged + '.":"","protected":"' + h + '","payload":"' + p
-            + '","signature":"' + s + '"}')
+    return (
+        '{"  '
+        + h
+        + "."
+        + forged
+        + '.":"","protected":"'
+        + h
+        + '","payload":"'
+        + p
+        + '","signature":"'
+        + s
+        + '"}'
+    )
 
 
 def jwe_to_the_public_key(m: Mint) -> str:
     """A real JWE (RSA-OAEP-256, A256GCM) of the base claims, encrypted to the provider's public
     key: anyone can make one, so it never proves anything."""
     public = RSAKey.import_key(RSA.as_dict(private=False))
-    return jwe.encrypt_compact({"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": "key-1"},
-                               m.payload(), public, algorithms=["RSA-OAEP-256", "A256GCM"])
+    return jwe.encrypt_compact(
+        {"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": "key-1"},
+        m.payload(),
+        public,
+        algorithms=["RSA-OAEP-256", "A256GCM"],
+    )
 
 
 def sized_token(length: int) -> Make:
@@ -488,13 +512,12 @@ def sized_body(token: str, length: int) -> Body:
 
 def body_with(extra: bytes, **fields: Any) -> Callable[[Mint], Body]:
     """The base JSON body with one more member written as raw JSON text."""
-    return lambda m: Body(json.dumps(idporten(m.token(), **fields))[:-1].encode()
-                          + b", " + extra + b"}")
+    return lambda m: Body(json.dumps(idporten(m.token(), **fields))[:-1].encode() + b", " + extra + b"}")
 
 
 async def chunks(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
     for start in range(0, len(data), size):
-        yield data[start:start + size]
+        yield data[start : start + size]
 
 
 # --- the corpus ----------------------------------------------------------------------------
@@ -512,8 +535,7 @@ class Attack:
 def rows() -> list[Attack]:
     a: list[Attack] = []
 
-    def add(id: str, make: Make, reason: str | None, base: str = "rs256",
-            status: int = 200) -> None:
+    def add(id: str, make: Make, reason: str | None, base: str = "rs256", status: int = 200) -> None:
         a.append(Attack(id, make, reason, base, status))
 
     unsupported, malformed, bad_sig = "unsupported_algorithm", "malformed", "bad_signature"
@@ -526,23 +548,42 @@ def rows() -> list[Attack]:
 
     # HMAC keyed with the public key (CVE-2015-9235 and kin): PEM, DER, JWK JSON, OpenSSH
     for alg in ("HS256", "HS384", "HS512"):
-        add(f"{alg}-with-rsa-public-pem", signed(hmac_with(alg, public_pem(RSA)), alg=alg),
-            unsupported)
-    add("HS256-with-rsa-public-pem-stripped",
-        signed(hmac_with("HS256", lambda: public_pem(RSA)().strip()), alg="HS256"), unsupported)
-    add("HS256-with-rsa-public-der", signed(hmac_with("HS256", public_der(RSA)), alg="HS256"),
-        unsupported)
-    add("HS256-with-rsa-public-jwk-json",
-        signed(hmac_with("HS256", public_jwk_json(RSA, "key-1")), alg="HS256"), unsupported)
-    add("HS256-with-ec-public-pem-kid-ec",
-        signed(hmac_with("HS256", public_pem(EC)), alg="HS256"), unsupported, base="es256")
-    add("HS256-with-ec-public-der-kid-ec",
-        signed(hmac_with("HS256", public_der(EC)), alg="HS256"), unsupported, base="es256")
-    add("HS256-with-ec-public-jwk-json-kid-ec",
-        signed(hmac_with("HS256", public_jwk_json(EC, "ec")), alg="HS256"), unsupported,
-        base="es256")
-    add("HS256-with-ed25519-openssh-key (CVE-2022-29217)",
-        signed(hmac_with("HS256", openssh_ed25519), alg="HS256"), unsupported, base="eddsa")
+        add(f"{alg}-with-rsa-public-pem", signed(hmac_with(alg, public_pem(RSA)), alg=alg), unsupported)
+    add(
+        "HS256-with-rsa-public-pem-stripped",
+        signed(hmac_with("HS256", lambda: public_pem(RSA)().strip()), alg="HS256"),
+        unsupported,
+    )
+    add("HS256-with-rsa-public-der", signed(hmac_with("HS256", public_der(RSA)), alg="HS256"), unsupported)
+    add(
+        "HS256-with-rsa-public-jwk-json",
+        signed(hmac_with("HS256", public_jwk_json(RSA, "key-1")), alg="HS256"),
+        unsupported,
+    )
+    add(
+        "HS256-with-ec-public-pem-kid-ec",
+        signed(hmac_with("HS256", public_pem(EC)), alg="HS256"),
+        unsupported,
+        base="es256",
+    )
+    add(
+        "HS256-with-ec-public-der-kid-ec",
+        signed(hmac_with("HS256", public_der(EC)), alg="HS256"),
+        unsupported,
+        base="es256",
+    )
+    add(
+        "HS256-with-ec-public-jwk-json-kid-ec",
+        signed(hmac_with("HS256", public_jwk_json(EC, "ec")), alg="HS256"),
+        unsupported,
+        base="es256",
+    )
+    add(
+        "HS256-with-ed25519-openssh-key (CVE-2022-29217)",
+        signed(hmac_with("HS256", openssh_ed25519), alg="HS256"),
+        unsupported,
+        base="eddsa",
+    )
     add("hs256-lower-case", signed(hmac_with("HS256", public_pem(RSA)), alg="hs256"), unsupported)
 
     # the algorithm must fit the key that kid names (and that key's own `alg`, when it has one)
@@ -553,8 +594,9 @@ def rows() -> list[Attack]:
     add("ES256-under-p384-kid", signed(by("ES256", EC), alg="ES256"), unsupported, base="es384")
     add("EdDSA-under-ec-kid", signed(by("EdDSA", ED), alg="EdDSA"), unsupported, base="es256")
     add("ES256-under-eddsa-kid", signed(by("ES256", EC), alg="ES256"), unsupported, base="eddsa")
-    add("RS256-under-ps256-pinned-kid", signed(by("RS256", PS), alg="RS256"), unsupported,
-        base="ps256-pinned")
+    add(
+        "RS256-under-ps256-pinned-kid", signed(by("RS256", PS), alg="RS256"), unsupported, base="ps256-pinned"
+    )
     add("kid-of-a-pinned-key-of-the-same-type", header(kid="ps"), unsupported)
     add("PS256-on-an-unpinned-rsa-key", header(), ACTIVE, base="ps256")
     add("alg-Ed25519-RFC9864-name", header(alg="Ed25519"), unsupported, base="eddsa")
@@ -565,44 +607,80 @@ def rows() -> list[Attack]:
     add("ES256-signature-made-with-a-p384-key", signed(p384_signs_es256), bad_sig, base="es256")
 
     # alg spellings that only look right, and alg values that are not strings
-    for name, alg in [("cyrillic-dze", "R\u0405256"),
-                      ("fullwidth", "\uff32\uff33\uff12\uff15\uff16"),
-                      ("zero-width-space", "RS\u200b256"), ("lower-case", "rs256"),
-                      ("trailing-space", "RS256 "), ("trailing-nul", "RS256\u0000")]:
+    for name, alg in [
+        ("cyrillic-dze", "R\u0405256"),
+        ("fullwidth", "\uff32\uff33\uff12\uff15\uff16"),
+        ("zero-width-space", "RS\u200b256"),
+        ("lower-case", "rs256"),
+        ("trailing-space", "RS256 "),
+        ("trailing-nul", "RS256\u0000"),
+    ]:
         add(f"alg-lookalike-{name}", header(alg=alg), unsupported)
-    for name, value in [("array", ["RS256"]), ("object", {"alg": "RS256"}), ("number", 256),
-                        ("null", None), ("true", True), ("missing", ...)]:
+    for name, value in [
+        ("array", ["RS256"]),
+        ("object", {"alg": "RS256"}),
+        ("number", 256),
+        ("null", None),
+        ("true", True),
+        ("missing", ...),
+    ]:
         add(f"alg-{name}", header(alg=value), malformed)
 
     # keys named by the header are never trusted: signed by the attacker, pointing at the attacker
     for member in ("jwk", "jku", "x5u", "x5c"):
-        add(f"header-{member}-attacker-key-real-kid",
-            signed(by("RS256", ATTACKER), **{member: header_key(member)}), bad_sig)
-    add("header-jwk-attacker-key-own-kid (CVE-2018-0114)",
+        add(
+            f"header-{member}-attacker-key-real-kid",
+            signed(by("RS256", ATTACKER), **{member: header_key(member)}),
+            bad_sig,
+        )
+    add(
+        "header-jwk-attacker-key-own-kid (CVE-2018-0114)",
         signed(by("RS256", ATTACKER), kid="attacker", jwk=public_jwk(ATTACKER, "attacker")),
-        "unknown_key")
-    add("header-jwk-attacker-key-no-kid",
-        signed(by("RS256", ATTACKER), kid=..., jwk=public_jwk(ATTACKER, "attacker")), malformed)
-    add("header-jku-ignored-on-a-genuine-token", header(jku="https://attacker.example/jwks.json"),
-        ACTIVE)
+        "unknown_key",
+    )
+    add(
+        "header-jwk-attacker-key-no-kid",
+        signed(by("RS256", ATTACKER), kid=..., jwk=public_jwk(ATTACKER, "attacker")),
+        malformed,
+    )
+    add("header-jku-ignored-on-a-genuine-token", header(jku="https://attacker.example/jwks.json"), ACTIVE)
 
     # kid injection
-    for name, kid in [("path-traversal", "../../../../../dev/null"), ("sql", "key-1' OR '1'='1"),
-                      ("sql-union", "x' UNION SELECT 'secret' --"),
-                      ("command", "key-1|/usr/bin/id"),
-                      ("url", "https://attacker.example/jwks.json"), ("nul-suffix", "key-1\u0000"),
-                      ("upper-case", "KEY-1"), ("trailing-space", "key-1 "),
-                      ("cyrillic-lookalike", "k\u0435y-1"), ("longer-than-any-kid", "k" * 257),
-                      ("very-long", "k" * 5000)]:
+    for name, kid in [
+        ("path-traversal", "../../../../../dev/null"),
+        ("sql", "key-1' OR '1'='1"),
+        ("sql-union", "x' UNION SELECT 'secret' --"),
+        ("command", "key-1|/usr/bin/id"),
+        ("url", "https://attacker.example/jwks.json"),
+        ("nul-suffix", "key-1\u0000"),
+        ("upper-case", "KEY-1"),
+        ("trailing-space", "key-1 "),
+        ("cyrillic-lookalike", "k\u0435y-1"),
+        ("longer-than-any-kid", "k" * 257),
+        ("very-long", "k" * 5000),
+    ]:
         add(f"kid-{name}", header(kid=kid), "unknown_key")
-    for name, value in [("empty", ""), ("number", 1), ("zero", 0), ("null", None), ("true", True),
-                        ("array", ["key-1"]), ("object", {"kid": "key-1"}), ("missing", ...)]:
+    for name, value in [
+        ("empty", ""),
+        ("number", 1),
+        ("zero", 0),
+        ("null", None),
+        ("true", True),
+        ("array", ["key-1"]),
+        ("object", {"kid": "key-1"}),
+        ("missing", ...),
+    ]:
         add(f"kid-{name}", header(kid=value), malformed)
 
     # extensions the service does not understand
     extension = {"exp": 1, "http://example.com/ext": 1}
-    for name, crit in [("registered-name", ["exp"]), ("private-name", ["http://example.com/ext"]),
-                       ("empty-list", []), ("not-a-list", "exp"), ("b64", ["b64"])]:
+    for name, crit in [
+        ("registered-name", ["exp"]),
+        ("private-name", ["http://example.com/ext"]),
+        ("empty-list", []),
+        ("not-a-list", "exp"),
+        ("b64", ["b64"]),
+    ]:
         add(f"crit-{name}", header(crit=crit, **extension), malformed)
     add("b64-false-with-crit (RFC 7797)", unencoded_payload, malformed)
     add("b64-true", header(b64=True), malformed)
@@ -613,8 +691,11 @@ def rows() -> list[Attack]:
     add("enc-in-a-three-part-header", header(enc="A256GCM"), malformed)
     add("cty-JWT-declares-a-nested-token", header(cty="JWT"), malformed)
     add("cty-jwt-lower-case", header(cty="jwt"), malformed)
-    add("nested-jwt-with-cty-JWT",
-        lambda m: m.token(header=m.header(cty="JWT"), claims=m.token().encode()), malformed)
+    add(
+        "nested-jwt-with-cty-JWT",
+        lambda m: m.token(header=m.header(cty="JWT"), claims=m.token().encode()),
+        malformed,
+    )
     add("nested-jwt-without-cty", payload(lambda m: m.token().encode()), malformed)
     add("nested-jwt-as-a-json-string", payload(lambda m: json.dumps(m.token()).encode()), malformed)
     # typ is advisory (RFC 7519 5.1): texas does not read it
@@ -625,10 +706,8 @@ def rows() -> list[Attack]:
     add("es256-r-s-zero (CVE-2022-21449)", signed(constant(bytes(64))), bad_sig, base="es256")
     add("es384-r-s-zero", signed(constant(bytes(96))), bad_sig, base="es384")
     add("es256-r-s-equal-n", signed(constant(ecdsa(P256_N, P256_N))), bad_sig, base="es256")
-    add("es256-r-above-n", resigned(lambda m, s: ecdsa(2**256 - 1, 0)[:32] + s[32:]), bad_sig,
-        base="es256")
-    add("es256-s-above-n", resigned(lambda m, s: s[:32] + ecdsa(0, 2**256 - 1)[32:]), bad_sig,
-        base="es256")
+    add("es256-r-above-n", resigned(lambda m, s: ecdsa(2**256 - 1, 0)[:32] + s[32:]), bad_sig, base="es256")
+    add("es256-s-above-n", resigned(lambda m, s: s[:32] + ecdsa(0, 2**256 - 1)[32:]), bad_sig, base="es256")
     add("es256-r-zero-s-genuine", resigned(lambda m, s: bytes(32) + s[32:]), bad_sig, base="es256")
     add("es256-der-encoded", signed(der_es256), bad_sig, base="es256")
     add("es256-signature-63-bytes", resigned(lambda m, s: s[:63]), bad_sig, base="es256")
@@ -654,29 +733,49 @@ def rows() -> list[Attack]:
     add("tampered-payload-pid", tampered_payload(pid="00000000000"), bad_sig)
     add("tampered-payload-exp-extended", tampered_payload(exp=2_000_000_000), bad_sig)
     add("tampered-payload-noncanonical-last-char", noncanonical_payload, bad_sig)
-    add("flipped-header-bit-in-typ",
-        lambda m: flip_bit(m.token(), 0, json.dumps(m.header()).index('"JWT"') + 3), bad_sig)
-    for name, segment, index in [("payload-bit", 1, 20), ("signature-first-bit", 2, 0),
-                                 ("signature-middle-bit", 2, 128), ("signature-last-bit", 2, 255)]:
+    add(
+        "flipped-header-bit-in-typ",
+        lambda m: flip_bit(m.token(), 0, json.dumps(m.header()).index('"JWT"') + 3),
+        bad_sig,
+    )
+    for name, segment, index in [
+        ("payload-bit", 1, 20),
+        ("signature-first-bit", 2, 0),
+        ("signature-middle-bit", 2, 128),
+        ("signature-last-bit", 2, 255),
+    ]:
         add(f"flipped-{name}", flipped(segment, index), bad_sig)
     add("flipped-es256-signature-bit", flipped(2, 40), bad_sig, base="es256")
-    add("signature-from-another-token",
-        resigned(lambda m, s: signature_of(m.token(claims=m.claims(jti="other")))), bad_sig)
+    add(
+        "signature-from-another-token",
+        resigned(lambda m, s: signature_of(m.token(claims=m.claims(jti="other")))),
+        bad_sig,
+    )
     add("signature-by-the-attacker-under-the-real-kid", signed(by("RS256", ATTACKER)), bad_sig)
-    add("payload-swapped-from-a-maskinporten-token",
+    add(
+        "payload-swapped-from-a-maskinporten-token",
         lambda m: with_part(m.token(), 1, parts(m.token(claims=m.claims("maskinporten")))[1]),
-        bad_sig)
+        bad_sig,
+    )
 
     # issuer
     add("iss-wrong", claims(iss="https://attacker.example/idporten"), "wrong_issuer")
-    add("iss-of-another-provider",
-        lambda m: m.token(claims=m.claims(iss=m.issuer.issuer("tokenx"))), "wrong_issuer")
-    add("iss-trailing-slash",
-        lambda m: m.token(claims=m.claims(iss=m.issuer.issuer("idporten") + "/")), "wrong_issuer")
-    add("iss-upper-case",
-        lambda m: m.token(claims=m.claims(iss=m.issuer.issuer("idporten").upper())), "wrong_issuer")
-    add("iss-array", lambda m: m.token(claims=m.claims(iss=[m.issuer.issuer("idporten")])),
-        "wrong_issuer")
+    add(
+        "iss-of-another-provider",
+        lambda m: m.token(claims=m.claims(iss=m.issuer.issuer("tokenx"))),
+        "wrong_issuer",
+    )
+    add(
+        "iss-trailing-slash",
+        lambda m: m.token(claims=m.claims(iss=m.issuer.issuer("idporten") + "/")),
+        "wrong_issuer",
+    )
+    add(
+        "iss-upper-case",
+        lambda m: m.token(claims=m.claims(iss=m.issuer.issuer("idporten").upper())),
+        "wrong_issuer",
+    )
+    add("iss-array", lambda m: m.token(claims=m.claims(iss=[m.issuer.issuer("idporten")])), "wrong_issuer")
     add("iss-missing", claims(iss=...), "missing_claim")
     add("iss-null", claims(iss=None), "missing_claim")
 
@@ -693,24 +792,41 @@ def rows() -> list[Attack]:
     add("aud-number", claims(aud=7), "invalid_claim")
     add("aud-object", claims(aud={"aud": AUD}), "invalid_claim")
     add("aud-array-containing-it", claims(aud=["other", AUD]), ACTIVE)
-    add("aud-absent-maskinporten",
-        lambda m: {"identity_provider": "maskinporten",
-                   "token": m.token(claims=m.claims("maskinporten", aud=...))},
-        ACTIVE, base="maskinporten")
+    add(
+        "aud-absent-maskinporten",
+        lambda m: {
+            "identity_provider": "maskinporten",
+            "token": m.token(claims=m.claims("maskinporten", aud=...)),
+        },
+        ACTIVE,
+        base="maskinporten",
+    )
 
     # time claims: missing, not numbers, out of range, around the leeway
     for claim in ("exp", "iat", "nbf"):
-        add(f"{claim}-missing", claims(**{claim: ...}),
-            ACTIVE if claim == "nbf" else "missing_claim")
-        for name, value in [("numeric-string", "1800000000"), ("true", True), ("false", False),
-                            ("null", None), ("array", [1]), ("object", {"t": 1}), ("negative", -1),
-                            ("negative-fraction", -0.5), ("after-year-9999", MAX_TIME + 1),
-                            ("2-to-the-70", 2**70), ("1e300", 1e300),
-                            ("4000-digits", int("9" * 4000))]:
+        add(f"{claim}-missing", claims(**{claim: ...}), ACTIVE if claim == "nbf" else "missing_claim")
+        for name, value in [
+            ("numeric-string", "1800000000"),
+            ("true", True),
+            ("false", False),
+            ("null", None),
+            ("array", [1]),
+            ("object", {"t": 1}),
+            ("negative", -1),
+            ("negative-fraction", -0.5),
+            ("after-year-9999", MAX_TIME + 1),
+            ("2-to-the-70", 2**70),
+            ("1e300", 1e300),
+            ("4000-digits", int("9" * 4000)),
+        ]:
             add(f"{claim}-{name}", claims(**{claim: value}), "invalid_claim")
         add(f"{claim}-now-as-a-string", now_as_a_string(claim), "invalid_claim")
-        for name, literal in [("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"),
-                              ("1e400-overflow", "1e400")]:
+        for name, literal in [
+            ("NaN", "NaN"),
+            ("Infinity", "Infinity"),
+            ("-Infinity", "-Infinity"),
+            ("1e400-overflow", "1e400"),
+        ]:
             add(f"{claim}-{name}", payload(raw_time(claim, literal)), malformed)
 
     def at(claim: str, offset: int, **more: Any) -> Make:
@@ -730,31 +846,52 @@ def rows() -> list[Attack]:
     add("iat-year-9999", claims(iat=MAX_TIME), "issued_in_future")
 
     # duplicate JSON names, signed correctly: which copy would a reader believe?
-    add("header-duplicate-alg-same-value",
-        raw_header(b'{"alg":"RS256","typ":"JWT","kid":"key-1","alg":"RS256"}'), malformed)
-    add("header-duplicate-alg-none-last",
-        raw_header(b'{"alg":"RS256","typ":"JWT","kid":"key-1","alg":"none"}'), malformed)
-    add("header-duplicate-kid", raw_header(b'{"alg":"RS256","kid":"attacker","kid":"key-1"}'),
-        malformed)
-    add("header-duplicate-via-escape",
-        raw_header(b'{"alg":"RS256","kid":"key-1","\\u0061lg":"RS256"}'), malformed)
+    add(
+        "header-duplicate-alg-same-value",
+        raw_header(b'{"alg":"RS256","typ":"JWT","kid":"key-1","alg":"RS256"}'),
+        malformed,
+    )
+    add(
+        "header-duplicate-alg-none-last",
+        raw_header(b'{"alg":"RS256","typ":"JWT","kid":"key-1","alg":"none"}'),
+        malformed,
+    )
+    add("header-duplicate-kid", raw_header(b'{"alg":"RS256","kid":"attacker","kid":"key-1"}'), malformed)
+    add(
+        "header-duplicate-via-escape",
+        raw_header(b'{"alg":"RS256","kid":"key-1","\\u0061lg":"RS256"}'),
+        malformed,
+    )
     add("payload-duplicate-iss", payload(duplicate("iss", "https://attacker.example")), malformed)
     add("payload-duplicate-aud", payload(duplicate("aud", "someone-else")), malformed)
     add("payload-duplicate-exp", payload(duplicate("exp", 1)), malformed)
-    add("payload-duplicate-pid-via-escape", payload(duplicate("\\u0070id", "00000000000")),
-        malformed)
+    add("payload-duplicate-pid-via-escape", payload(duplicate("\\u0070id", "00000000000")), malformed)
 
     # header and payload that are not one JSON object
-    for name, raw in [("array", b'["RS256","key-1"]'), ("string", b'"RS256"'), ("null", b"null"),
-                      ("number", b"1"), ("empty", b""),
-                      ("truncated", b'{"alg":"RS256","kid":"key-1"'),
-                      ("trailing-garbage", b'{"alg":"RS256","kid":"key-1"}x'),
-                      ("two-objects", b'{"alg":"RS256"}{}')]:
+    for name, raw in [
+        ("array", b'["RS256","key-1"]'),
+        ("string", b'"RS256"'),
+        ("null", b"null"),
+        ("number", b"1"),
+        ("empty", b""),
+        ("truncated", b'{"alg":"RS256","kid":"key-1"'),
+        ("trailing-garbage", b'{"alg":"RS256","kid":"key-1"}x'),
+        ("two-objects", b'{"alg":"RS256"}{}'),
+    ]:
         add(f"header-{name}", raw_header(raw), malformed)
-    add("header-whitespace-around-the-object",
-        raw_header(b' {"alg":"RS256","typ":"JWT","kid":"key-1"} '), ACTIVE)
-    for name, raw in [("array", b"[{}]"), ("string", b'"claims"'), ("number", b"1800000000"),
-                      ("null", b"null"), ("true", b"true"), ("empty", b"")]:
+    add(
+        "header-whitespace-around-the-object",
+        raw_header(b' {"alg":"RS256","typ":"JWT","kid":"key-1"} '),
+        ACTIVE,
+    )
+    for name, raw in [
+        ("array", b"[{}]"),
+        ("string", b'"claims"'),
+        ("number", b"1800000000"),
+        ("null", b"null"),
+        ("true", b"true"),
+        ("empty", b""),
+    ]:
         add(f"payload-{name}", raw_payload(raw), malformed)
     add("payload-two-objects", payload(lambda m: m.payload() + b"{}"), malformed)
     add("payload-claims-in-an-array", payload(lambda m: b"[" + m.payload() + b"]"), malformed)
@@ -774,25 +911,33 @@ def rows() -> list[Attack]:
         # signed payload segment breaks the signature first
         add(f"{name}-padded", padded_segment(index), bad_sig if name == "payload" else malformed)
     add("payload-padded-and-signed", lambda m: signed_over(m, padded(b64(m.payload()))), malformed)
-    add("payload-with-a-space-signed",
-        lambda m: signed_over(m, b64(m.payload())[:10] + " " + b64(m.payload())[10:]), malformed)
+    add(
+        "payload-with-a-space-signed",
+        lambda m: signed_over(m, b64(m.payload())[:10] + " " + b64(m.payload())[10:]),
+        malformed,
+    )
     add("payload-standard-base64-alphabet", standard_alphabet_payload, malformed)
     add("signature-non-canonical-trailing-bits", noncanonical_signature, malformed, base="eddsa")
-    for name, change in [("leading-space", lambda t: " " + t),
-                         ("trailing-space", lambda t: t + " "),
-                         ("trailing-newline", lambda t: t + "\n"),
-                         ("bearer-prefix", lambda t: "Bearer " + t),
-                         ("space-inside-signature", lambda t: t[:-20] + " " + t[-20:]),
-                         ("tab-before-signature", lambda t: with_part(t, 2, "\t" + parts(t)[2])),
-                         ("leading-dot", lambda t: "." + t), ("trailing-dot", lambda t: t + "."),
-                         ("double-dot", lambda t: t.replace(".", "..", 1)),
-                         ("fullwidth-dots", lambda t: t.replace(".", "\uff0e")),
-                         ("nul-byte", lambda t: t + "\u0000"),
-                         ("four-parts", lambda t: t + "." + parts(t)[2])]:
+    for name, change in [
+        ("leading-space", lambda t: " " + t),
+        ("trailing-space", lambda t: t + " "),
+        ("trailing-newline", lambda t: t + "\n"),
+        ("bearer-prefix", lambda t: "Bearer " + t),
+        ("space-inside-signature", lambda t: t[:-20] + " " + t[-20:]),
+        ("tab-before-signature", lambda t: with_part(t, 2, "\t" + parts(t)[2])),
+        ("leading-dot", lambda t: "." + t),
+        ("trailing-dot", lambda t: t + "."),
+        ("double-dot", lambda t: t.replace(".", "..", 1)),
+        ("fullwidth-dots", lambda t: t.replace(".", "\uff0e")),
+        ("nul-byte", lambda t: t + "\u0000"),
+        ("four-parts", lambda t: t + "." + parts(t)[2]),
+    ]:
         add(f"token-{name}", edited(change), malformed)
-    add("jws-json-serialization",
-        edited(lambda t: json.dumps(dict(zip(("protected", "payload", "signature"), parts(t),
-                                             strict=True)))), malformed)
+    add(
+        "jws-json-serialization",
+        edited(lambda t: json.dumps(dict(zip(("protected", "payload", "signature"), parts(t), strict=True)))),
+        malformed,
+    )
     add("polyglot-json-and-compact (CVE-2022-39227)", polyglot, malformed)
     add("huge-integer-literal (CVE-2020-10735)", appended(b'"x": ' + b"7" * 5000), malformed)
 
@@ -800,10 +945,12 @@ def rows() -> list[Attack]:
     add("header-nested-too-deep", header(x=nested(MAX_JSON_DEPTH)), malformed)
     add("payload-nested-at-the-limit", claims(deep=nested(MAX_JSON_DEPTH - 1)), ACTIVE)
     add("payload-nested-one-past-the-limit", claims(deep=nested(MAX_JSON_DEPTH)), malformed)
-    add("payload-arrays-nested-10000-deep", appended(b'"x": ' + b"[" * 10000 + b"]" * 10000),
-        malformed)
-    add("payload-objects-nested-5000-deep",
-        appended(b'"x": ' + b'{"a":' * 5000 + b"1" + b"}" * 5000), malformed)
+    add("payload-arrays-nested-10000-deep", appended(b'"x": ' + b"[" * 10000 + b"]" * 10000), malformed)
+    add(
+        "payload-objects-nested-5000-deep",
+        appended(b'"x": ' + b'{"a":' * 5000 + b"1" + b"}" * 5000),
+        malformed,
+    )
 
     # claims that look like the verdict: the verdict wins, the claims stay verbatim
     add("claim-active-false", claims(active=False), ACTIVE)
@@ -814,87 +961,182 @@ def rows() -> list[Attack]:
     add("token-at-the-length-limit", sized_token(MAX_TOKEN_BYTES), ACTIVE)
     add("token-one-byte-past-the-length-limit", sized_token(MAX_TOKEN_BYTES + 1), malformed)
     add("token-of-a-million-bytes", edited(lambda t: t + "A" * 1_000_000), malformed)
-    add("body-at-one-mebibyte", lambda m: sized_body(m.token(), MAX_BODY_BYTES), ACTIVE,
-        base="json-body")
-    add("body-one-byte-past-one-mebibyte", lambda m: sized_body(m.token(), MAX_BODY_BYTES + 1),
-        "bad_request", base="json-body", status=413)
-    add("body-two-mebibytes-chunked",
+    add("body-at-one-mebibyte", lambda m: sized_body(m.token(), MAX_BODY_BYTES), ACTIVE, base="json-body")
+    add(
+        "body-one-byte-past-one-mebibyte",
+        lambda m: sized_body(m.token(), MAX_BODY_BYTES + 1),
+        "bad_request",
+        base="json-body",
+        status=413,
+    )
+    add(
+        "body-two-mebibytes-chunked",
         lambda m: Body(lambda: chunks(sized_json(m.token(), 2 * MAX_BODY_BYTES))),
-        "bad_request", base="json-body", status=413)
-    add("form-body-past-one-mebibyte",
+        "bad_request",
+        base="json-body",
+        status=413,
+    )
+    add(
+        "form-body-past-one-mebibyte",
         lambda m: form_body(idporten(m.token(), padding="x" * MAX_BODY_BYTES)),
-        "bad_request", base="form-body", status=413)
-    add("gzip-bomb-body",
-        lambda m: Body(gzip.compress(sized_json(m.token(), 8 * MAX_BODY_BYTES)),
-                       headers={"Content-Encoding": "gzip"}),
-        "bad_request", base="json-body", status=413)
-    add("gzip-corrupt-body",
-        lambda m: Body(gzip.compress(json.dumps(idporten(m.token())).encode())[:-12] + bytes(12),
-                       headers={"Content-Encoding": "gzip", "Connection": "close"}),
-        "bad_request", base="json-body")
-    add("deflate-body-under-the-limit",
-        lambda m: Body(zlib.compress(json.dumps(idporten(m.token())).encode()),
-                       headers={"Content-Encoding": "deflate"}), ACTIVE, base="json-body")
-    add("body-json-nested-2000-deep", body_with(b'"x": ' + b"[" * 2000 + b"]" * 2000),
-        "bad_request", base="json-body")
+        "bad_request",
+        base="form-body",
+        status=413,
+    )
+    add(
+        "gzip-bomb-body",
+        lambda m: Body(
+            gzip.compress(sized_json(m.token(), 8 * MAX_BODY_BYTES)), headers={"Content-Encoding": "gzip"}
+        ),
+        "bad_request",
+        base="json-body",
+        status=413,
+    )
+    add(
+        "gzip-corrupt-body",
+        lambda m: Body(
+            gzip.compress(json.dumps(idporten(m.token())).encode())[:-12] + bytes(12),
+            headers={"Content-Encoding": "gzip", "Connection": "close"},
+        ),
+        "bad_request",
+        base="json-body",
+    )
+    add(
+        "deflate-body-under-the-limit",
+        lambda m: Body(
+            zlib.compress(json.dumps(idporten(m.token())).encode()), headers={"Content-Encoding": "deflate"}
+        ),
+        ACTIVE,
+        base="json-body",
+    )
+    add(
+        "body-json-nested-2000-deep",
+        body_with(b'"x": ' + b"[" * 2000 + b"]" * 2000),
+        "bad_request",
+        base="json-body",
+    )
 
     # the request around the token
-    add("body-text-plain", lambda m: Body(json.dumps(idporten(m.token())).encode(), "text/plain"),
-        "bad_request", base="json-body")
-    add("body-without-content-type", lambda m: Body(json.dumps(idporten(m.token())).encode(), None),
-        "bad_request", base="json-body")
-    add("body-json-array", lambda m: Body(json.dumps([idporten(m.token())]).encode()),
-        "bad_request", base="json-body")
+    add(
+        "body-text-plain",
+        lambda m: Body(json.dumps(idporten(m.token())).encode(), "text/plain"),
+        "bad_request",
+        base="json-body",
+    )
+    add(
+        "body-without-content-type",
+        lambda m: Body(json.dumps(idporten(m.token())).encode(), None),
+        "bad_request",
+        base="json-body",
+    )
+    add(
+        "body-json-array",
+        lambda m: Body(json.dumps([idporten(m.token())]).encode()),
+        "bad_request",
+        base="json-body",
+    )
     add("body-invalid-utf8", body_with(b'"x": "\xff"'), "bad_request", base="json-body")
     add("body-lone-surrogate-escape", body_with(b'"x": "\\ud800"'), "bad_request", base="json-body")
-    add("token-number", lambda m: {"identity_provider": "idporten", "token": 7}, "bad_request",
-        base="json-body")
-    add("token-null", lambda m: {"identity_provider": "idporten", "token": None}, "bad_request",
-        base="json-body")
+    add(
+        "token-number",
+        lambda m: {"identity_provider": "idporten", "token": 7},
+        "bad_request",
+        base="json-body",
+    )
+    add(
+        "token-null",
+        lambda m: {"identity_provider": "idporten", "token": None},
+        "bad_request",
+        base="json-body",
+    )
     add("token-in-an-array", lambda m: idporten([m.token()]), "bad_request", base="json-body")
-    add("token-in-an-object", lambda m: idporten({"jwt": m.token()}), "bad_request",
-        base="json-body")
-    add("form-repeated-token",
-        lambda m: form_body([("identity_provider", "idporten"), ("token", "x.y.z"),
-                             ("token", m.token())]),
-        "bad_request", base="form-body")
-    add("form-invalid-percent-utf8",
-        lambda m: Body(urlencode(idporten(m.token())).encode() + b"%FF",
-                       "application/x-www-form-urlencoded"), malformed, base="form-body")
-    add("form-too-many-fields",
+    add("token-in-an-object", lambda m: idporten({"jwt": m.token()}), "bad_request", base="json-body")
+    add(
+        "form-repeated-token",
+        lambda m: form_body([("identity_provider", "idporten"), ("token", "x.y.z"), ("token", m.token())]),
+        "bad_request",
+        base="form-body",
+    )
+    add(
+        "form-invalid-percent-utf8",
+        lambda m: Body(urlencode(idporten(m.token())).encode() + b"%FF", "application/x-www-form-urlencoded"),
+        malformed,
+        base="form-body",
+    )
+    add(
+        "form-too-many-fields",
         lambda m: form_body([*idporten(m.token()).items(), *((f"f{i}", "v") for i in range(40))]),
-        "bad_request", base="form-body")
-    add("provider-unknown", lambda m: {"identity_provider": "github", "token": m.token()},
-        "unknown_provider")
-    add("provider-upper-case", lambda m: {"identity_provider": "IDPORTEN", "token": m.token()},
-        "unknown_provider")
-    add("provider-trailing-space", lambda m: {"identity_provider": "idporten ", "token": m.token()},
-        "unknown_provider")
-    add("provider-disabled",
+        "bad_request",
+        base="form-body",
+    )
+    add("provider-unknown", lambda m: {"identity_provider": "github", "token": m.token()}, "unknown_provider")
+    add(
+        "provider-upper-case",
+        lambda m: {"identity_provider": "IDPORTEN", "token": m.token()},
+        "unknown_provider",
+    )
+    add(
+        "provider-trailing-space",
+        lambda m: {"identity_provider": "idporten ", "token": m.token()},
+        "unknown_provider",
+    )
+    add(
+        "provider-disabled",
         lambda m: {"identity_provider": "tokenx", "token": m.token(claims=m.claims("tokenx"))},
-        "provider_disabled")
-    add("provider-alias-of-a-disabled-one",
+        "provider_disabled",
+    )
+    add(
+        "provider-alias-of-a-disabled-one",
         lambda m: {"identity_provider": "entra_id", "token": m.token(claims=m.claims("azuread"))},
-        "provider_disabled")
-    add("provider-not-a-string", lambda m: {"identity_provider": ["idporten"], "token": m.token()},
-        "bad_request")
-    add("token-for-another-provider", lambda m: idporten(m.token(claims=m.claims("maskinporten"))),
-        "wrong_issuer")
-    add("level-above-the-token",
-        lambda m: idporten(m.token(claims=m.claims(acr="idporten-loa-substantial")),
-                           level="idporten-loa-high"), "insufficient_level")
-    add("level-without-acr", lambda m: idporten(m.token(claims=m.claims(acr=...)), level="Level3"),
-        "insufficient_level")
+        "provider_disabled",
+    )
+    add(
+        "provider-not-a-string",
+        lambda m: {"identity_provider": ["idporten"], "token": m.token()},
+        "bad_request",
+    )
+    add(
+        "token-for-another-provider",
+        lambda m: idporten(m.token(claims=m.claims("maskinporten"))),
+        "wrong_issuer",
+    )
+    add(
+        "level-above-the-token",
+        lambda m: idporten(
+            m.token(claims=m.claims(acr="idporten-loa-substantial")), level="idporten-loa-high"
+        ),
+        "insufficient_level",
+    )
+    add(
+        "level-without-acr",
+        lambda m: idporten(m.token(claims=m.claims(acr=...)), level="Level3"),
+        "insufficient_level",
+    )
     add("level-unknown", lambda m: idporten(m.token(), level="Level5"), "bad_request")
-    add("routed-forged-signature", lambda m: {"token": m.token(signer=m.signer("RS256", ATTACKER))},
-        bad_sig, base="by-issuer")
-    add("routed-issuer-of-a-disabled-provider",
-        lambda m: {"token": m.token(claims=m.claims("tokenx"))}, "unknown_provider",
-        base="by-issuer")
-    add("routed-without-iss", lambda m: {"token": m.token(claims=m.claims(iss=...))},
-        "unknown_provider", base="by-issuer")
-    add("routed-iss-not-a-string", lambda m: {"token": m.token(claims=m.claims(iss={"iss": "x"}))},
-        "unknown_provider", base="by-issuer")
+    add(
+        "routed-forged-signature",
+        lambda m: {"token": m.token(signer=m.signer("RS256", ATTACKER))},
+        bad_sig,
+        base="by-issuer",
+    )
+    add(
+        "routed-issuer-of-a-disabled-provider",
+        lambda m: {"token": m.token(claims=m.claims("tokenx"))},
+        "unknown_provider",
+        base="by-issuer",
+    )
+    add(
+        "routed-without-iss",
+        lambda m: {"token": m.token(claims=m.claims(iss=...))},
+        "unknown_provider",
+        base="by-issuer",
+    )
+    add(
+        "routed-iss-not-a-string",
+        lambda m: {"token": m.token(claims=m.claims(iss={"iss": "x"}))},
+        "unknown_provider",
+        base="by-issuer",
+    )
     return a
 
 
@@ -906,8 +1148,10 @@ BASE_REQUESTS: Mapping[str, Make] = {
     "json-body": lambda m: json_body(idporten(m.token())),
     "form-body": lambda m: form_body(idporten(m.token())),
     "by-issuer": lambda m: {"token": m.token()},
-    "maskinporten": lambda m: {"identity_provider": "maskinporten",
-                               "token": m.token(claims=m.claims("maskinporten"))},
+    "maskinporten": lambda m: {
+        "identity_provider": "maskinporten",
+        "token": m.token(claims=m.claims("maskinporten")),
+    },
 }
 
 
@@ -919,8 +1163,7 @@ async def service(issuer: FakeIssuer, make_texas: Any) -> Client:
     """texas with idporten and maskinporten enabled (the others disabled), keys of every type."""
     for provider in ("idporten", "maskinporten"):
         issuer.publish(provider, *JWKS)
-    client: Client = await make_texas(("idporten", "maskinporten"),
-                                      TEXAS_LEEWAY_SECONDS=str(LEEWAY))
+    client: Client = await make_texas(("idporten", "maskinporten"), TEXAS_LEEWAY_SECONDS=str(LEEWAY))
     return client
 
 
@@ -936,8 +1179,7 @@ async def send(client: Client, request: Request) -> tuple[int, str, bytes]:
     if isinstance(data, bytes) and len(data) > 64 * 1024:
         data = io.BytesIO(data)  # aiohttp warns (an error here) about large raw bytes
     skip = () if request.content_type is not None else ("Content-Type",)
-    response = await client.post("/api/v1/introspect", data=data, headers=headers,
-                                 skip_auto_headers=skip)
+    response = await client.post("/api/v1/introspect", data=data, headers=headers, skip_auto_headers=skip)
     return response.status, response.content_type, await response.read()
 
 
@@ -996,7 +1238,9 @@ async def test_attack(service: Client, issuer: FakeIssuer, attack: Attack) -> No
 async def test_body_in_an_undecodable_content_encoding_gets_a_verdict(
     service: Client, issuer: FakeIssuer
 ) -> None:
-    body = Body(json.dumps(idporten(Mint(issuer).token())).encode(),
-                headers={"Content-Encoding": "br", "Connection": "close"})
+    body = Body(
+        json.dumps(idporten(Mint(issuer).token())).encode(),
+        headers={"Content-Encoding": "br", "Connection": "close"},
+    )
     answer = await verdict_of(service, body)
     assert answer["active"] is False and answer["reason"] == "bad_request"

@@ -6,12 +6,12 @@ import hashlib
 import time
 from typing import Any
 
+from tests.conftest import introspect
+from tests.support import FakeIssuer, claims_for, make_key, public_jwk, sign
 from texas import telemetry
 from texas.cache import Entry, TokenCache
 from texas.introspect import INTROSPECTOR
 from texas.validation import Times
-from tests.conftest import introspect
-from tests.support import FakeIssuer, claims_for, make_key, public_jwk, sign
 
 
 def hits_and_misses() -> tuple[float, float]:
@@ -76,7 +76,9 @@ async def test_a_changed_byte_is_a_different_token(texas: Any, token: Any) -> No
     assert (await introspect(texas, flipped))["active"] is False
 
 
-async def test_cached_token_turns_inactive_when_its_key_is_rotated_out(make_texas: Any, issuer: FakeIssuer, token: Any) -> None:
+async def test_cached_token_turns_inactive_when_its_key_is_rotated_out(
+    make_texas: Any, issuer: FakeIssuer, token: Any
+) -> None:
     client = await make_texas(("idporten",))
     t = token()
     assert (await introspect(client, t))["active"] is True

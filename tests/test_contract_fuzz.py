@@ -130,9 +130,7 @@ class LiveService:
             await issuer_runner.cleanup()
 
     def token(self, provider: str = "idporten", **claims: Any) -> str:
-        return sign(
-            claims_for(provider, self.issuer.issuer(provider), **claims), make_key("RS256", "key-1")
-        )
+        return sign(claims_for(provider, self.issuer.issuer(provider), **claims), make_key("RS256", "key-1"))
 
 
 @pytest.fixture(scope="module")

@@ -513,9 +513,7 @@ def metrics_dir(tmp_path: Path) -> Path:
     return path
 
 
-def test_gunicorn_conf_reads_the_environment(
-    monkeypatch: pytest.MonkeyPatch, metrics_dir: Path
-) -> None:
+def test_gunicorn_conf_reads_the_environment(monkeypatch: pytest.MonkeyPatch, metrics_dir: Path) -> None:
     conf = _load_gunicorn_conf(
         monkeypatch,
         {
@@ -607,7 +605,9 @@ VALID_CONFIG = {
 def test_on_starting_stops_with_one_line_on_a_bad_configuration(
     monkeypatch: pytest.MonkeyPatch, metrics_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    conf = _load_gunicorn_conf(monkeypatch, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "IDPORTEN_ENABLED": "true"})
+    conf = _load_gunicorn_conf(
+        monkeypatch, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "IDPORTEN_ENABLED": "true"}
+    )
     with pytest.raises(SystemExit) as info:
         conf["on_starting"](None)
     assert info.value.code == 2
@@ -615,9 +615,7 @@ def test_on_starting_stops_with_one_line_on_a_bad_configuration(
     assert "IDPORTEN_ENABLED" in line
 
 
-def test_on_starting_empties_the_metrics_dir(
-    monkeypatch: pytest.MonkeyPatch, metrics_dir: Path
-) -> None:
+def test_on_starting_empties_the_metrics_dir(monkeypatch: pytest.MonkeyPatch, metrics_dir: Path) -> None:
     conf = _load_gunicorn_conf(monkeypatch, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **VALID_CONFIG})
     (metrics_dir / "counter_4242.db").write_bytes(b"stale")
     (metrics_dir / "gauge_livesum_4242.db").write_bytes(b"stale")
@@ -653,9 +651,7 @@ def test_child_exit_drops_the_dead_workers_live_gauges_only(
 def test_gunicorn_log_lines_are_json(monkeypatch: pytest.MonkeyPatch, metrics_dir: Path) -> None:
     conf = _load_gunicorn_conf(monkeypatch, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
     formatter = conf["logconfig_dict"]["formatters"]["json"]["()"]()
-    record = logging.LogRecord(
-        "gunicorn.error", logging.INFO, __file__, 1, "Listening at: %s", ("x",), None
-    )
+    record = logging.LogRecord("gunicorn.error", logging.INFO, __file__, 1, "Listening at: %s", ("x",), None)
     line = formatter.format(record)
     assert "\n" not in line
     assert json.loads(line) | {"time": None} == {

@@ -26,9 +26,7 @@ from texas.app import create_app
 from texas.config import Config
 from texas.devidp import DevIdentityProvider, create_devidp_app, dev_environment
 
-CHROMIUM = next(
-    (p for p in (shutil.which(n) for n in ("chromium", "chromium-browser")) if p), None
-)
+CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser")) if p), None)
 
 pytestmark = [
     pytest.mark.browser,
@@ -39,10 +37,20 @@ pytestmark = [
 ]
 
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-extensions", "--disable-dev-shm-usage", "--no-proxy-server", "--mute-audio",
-    "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-dev-shm-usage",
+    "--no-proxy-server",
+    "--mute-audio",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
 )
 START_TIMEOUT = 30.0
 STEP_TIMEOUT = 15.0
@@ -78,8 +86,9 @@ class Page:
             self.errors.append(json.dumps(params["args"]))
 
     async def evaluate(self, expression: str) -> Any:
-        result = await self.call("Runtime.evaluate", expression=expression,
-                                 awaitPromise=True, returnByValue=True)
+        result = await self.call(
+            "Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -117,8 +126,13 @@ async def chromium(profile: Path) -> AsyncIterator[str]:
     assert CHROMIUM is not None, "CI is set but chromium is not installed"
     log = (profile.parent / "chromium.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
-        CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank",
-        stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+        CHROMIUM,
+        *FLAGS,
+        f"--user-data-dir={profile}",
+        "about:blank",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
     )
     try:
         port_file = profile / "DevToolsActivePort"
@@ -156,9 +170,7 @@ async def open_page(devtools: str) -> AsyncIterator[Page]:
             yield page
 
 
-async def test_page_mints_a_token_and_shows_it_active(
-    aiohttp_server: AiohttpServer, tmp_path: Path
-) -> None:
+async def test_page_mints_a_token_and_shows_it_active(aiohttp_server: AiohttpServer, tmp_path: Path) -> None:
     # The dev IdP that the service fetches keys from, then the service, then the page with
     # introspection forwarded to that service (the same IdP object: one key set).
     idp = DevIdentityProvider("http://placeholder.invalid")
@@ -169,9 +181,7 @@ async def test_page_mints_a_token_and_shows_it_active(
         secrets_dir=tmp_path,
     )
     service = await aiohttp_server(create_app(config, dev=True))
-    page_server = await aiohttp_server(
-        create_devidp_app(idp, str(service.make_url("/api/v1/introspect")))
-    )
+    page_server = await aiohttp_server(create_devidp_app(idp, str(service.make_url("/api/v1/introspect"))))
 
     async with chromium(tmp_path / "profile") as devtools, open_page(devtools) as page:
         await page.call("Page.navigate", url=str(page_server.make_url("/")))
@@ -199,9 +209,7 @@ async def test_page_mints_a_token_and_shows_it_active(
         # Rotate from the page, then mint for every provider: all active, signed by the new kid.
         old_kid = idp.current_kid
         await page.click("#rotate")
-        await page.wait_for(
-            "document.getElementById('rotate-status').textContent.includes('keys published')"
-        )
+        await page.wait_for("document.getElementById('rotate-status').textContent.includes('keys published')")
         assert idp.current_kid != old_kid
         assert await page.text("kid") == idp.current_kid
         for provider in ("idporten", "maskinporten", "azuread", "tokenx"):
@@ -219,8 +227,6 @@ async def test_page_mints_a_token_and_shows_it_active(
         # A bad extra-claims entry is reported on the page, not sent.
         await page.fill("extra-claims", "{not json")
         await page.click("#mint")
-        assert "not valid JSON" in await page.wait_for(
-            "document.getElementById('form-error').textContent"
-        )
+        assert "not valid JSON" in await page.wait_for("document.getElementById('form-error').textContent")
 
     assert page.errors == []

@@ -186,9 +186,7 @@ def by_design(token: str) -> str | None:
         if "crit" in header or "b64" in header:
             return "crit or b64 in the header"
         # A JWE marker or a nested JWT is never an access token; PyJWT ignores both members.
-        if "enc" in header or (
-            isinstance(header.get("cty"), str) and header["cty"].upper() == "JWT"
-        ):
+        if "enc" in header or (isinstance(header.get("cty"), str) and header["cty"].upper() == "JWT"):
             return "enc or cty JWT in the header"
     if isinstance(claims, dict):
         for name in ("exp", "iat", "nbf"):
@@ -242,9 +240,9 @@ TIME_OFFSETS = (
     3600,
     10**6,
 )
-times = st.sampled_from(TIME_OFFSETS).map(lambda o: int(NOW) + o) | st.sampled_from(
-    TIME_OFFSETS
-).map(lambda o: NOW + o + 0.5)
+times = st.sampled_from(TIME_OFFSETS).map(lambda o: int(NOW) + o) | st.sampled_from(TIME_OFFSETS).map(
+    lambda o: NOW + o + 0.5
+)
 odd_times: st.SearchStrategy[Any] = st.one_of(
     st.sampled_from([0, MAX_TIME, MAX_TIME + 1, -1, -0.5, 2**70, 1e300, 10**20]),
     st.booleans(),
@@ -261,9 +259,7 @@ json_scalars = st.one_of(
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=6,
 )
 
@@ -350,9 +346,7 @@ def _set_or_delete(target: dict[str, Any], name: str, value: Any) -> None:
 
 header_edits = st.one_of(
     st.tuples(st.just("alg"), st.sampled_from(ALGS) | json_scalars | st.just(...)),
-    st.tuples(
-        st.just("kid"), st.sampled_from([*KEYS, "", "unknown", "RSA"]) | json_scalars | st.just(...)
-    ),
+    st.tuples(st.just("kid"), st.sampled_from([*KEYS, "", "unknown", "RSA"]) | json_scalars | st.just(...)),
     st.tuples(
         st.sampled_from(["crit", "b64", "enc", "cty", "jwk", "jku", "x5c", "typ", "zip"]),
         st.sampled_from([["b64"], ["exp"], [], False, True, "JWT", "jwt", "A256GCM"])
@@ -361,8 +355,7 @@ header_edits = st.one_of(
     ),
 )
 claim_edits = st.tuples(
-    st.sampled_from(["iss", "aud", "exp", "iat", "nbf", "sub", "pid"])
-    | st.text(min_size=1, max_size=6),
+    st.sampled_from(["iss", "aud", "exp", "iat", "nbf", "sub", "pid"]) | st.text(min_size=1, max_size=6),
     st.one_of(
         times,
         odd_times,
@@ -400,12 +393,7 @@ def mutated_tokens(draw: st.DrawFn) -> str:
     if draw(st.sampled_from([False] * 9 + [True])):  # a duplicate member before the genuine one
         name = draw(st.sampled_from(["iss", "aud", "exp", "kid"]))
         payload = (
-            b'{"'
-            + name.encode()
-            + b'": '
-            + json.dumps(draw(json_scalars)).encode()
-            + b", "
-            + payload[1:]
+            b'{"' + name.encode() + b'": ' + json.dumps(draw(json_scalars)).encode() + b", " + payload[1:]
         )
     token = compact(header, payload, sign)
 
@@ -475,9 +463,7 @@ def test_mutated_tokens_agree() -> None:
         (
             lambda: compact(
                 {"alg": "RS256", "kid": "rsa", "crit": ["b64"], "b64": True},
-                json.dumps(
-                    {"iss": ISS, "aud": AUD, "exp": int(NOW) + 3600, "iat": int(NOW)}
-                ).encode(),
+                json.dumps({"iss": ISS, "aud": AUD, "exp": int(NOW) + 3600, "iat": int(NOW)}).encode(),
                 signer("RS256", RSA),
             ),
             "crit or b64 in the header",
@@ -485,9 +471,7 @@ def test_mutated_tokens_agree() -> None:
         (
             lambda: compact(
                 {"alg": "RS256", "kid": "rsa"},
-                json.dumps(
-                    {"iss": ISS, "aud": AUD, "exp": str(int(NOW) + 3600), "iat": int(NOW)}
-                ).encode(),
+                json.dumps({"iss": ISS, "aud": AUD, "exp": str(int(NOW) + 3600), "iat": int(NOW)}).encode(),
                 signer("RS256", RSA),
             ),
             "exp is not a JSON number",
@@ -521,9 +505,7 @@ def test_mutated_tokens_agree() -> None:
             lambda: (
                 compact(
                     {"alg": "RS256", "kid": "rsa"},
-                    json.dumps(
-                        {"iss": ISS, "aud": AUD, "exp": int(NOW) + 3600, "iat": int(NOW)}
-                    ).encode(),
+                    json.dumps({"iss": ISS, "aud": AUD, "exp": int(NOW) + 3600, "iat": int(NOW)}).encode(),
                     signer("RS256", RSA),
                 )
                 + "=="

@@ -12,9 +12,21 @@ from texas import errors
 from texas.validation import translate_jose_error
 
 CONTRACT_REASONS = {
-    "bad_request", "unknown_provider", "provider_disabled", "malformed", "unsupported_algorithm",
-    "unknown_key", "bad_signature", "keys_unavailable", "wrong_issuer", "wrong_audience",
-    "missing_claim", "invalid_claim", "expired", "not_yet_valid", "issued_in_future",
+    "bad_request",
+    "unknown_provider",
+    "provider_disabled",
+    "malformed",
+    "unsupported_algorithm",
+    "unknown_key",
+    "bad_signature",
+    "keys_unavailable",
+    "wrong_issuer",
+    "wrong_audience",
+    "missing_claim",
+    "invalid_claim",
+    "expired",
+    "not_yet_valid",
+    "issued_in_future",
     "insufficient_level",
 }
 
@@ -42,7 +54,9 @@ JOSE_ERRORS = sorted(_subclasses(jose_errors.JoseError) | {jose_errors.JoseError
 @pytest.mark.parametrize("cls", JOSE_ERRORS, ids=lambda c: c.__name__)
 def test_every_joserfc_error_is_translated(cls: type[jose_errors.JoseError]) -> None:
     params = inspect.signature(cls.__init__).parameters
-    args = ["x"] * sum(1 for p in list(params.values())[1:] if p.default is p.empty and p.kind == p.POSITIONAL_OR_KEYWORD)
+    args = ["x"] * sum(
+        1 for p in list(params.values())[1:] if p.default is p.empty and p.kind == p.POSITIONAL_OR_KEYWORD
+    )
     verdict = translate_jose_error(cls(*args))
     assert isinstance(verdict, errors.TokenError)
     assert verdict.reason in CONTRACT_REASONS

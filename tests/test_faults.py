@@ -72,9 +72,7 @@ def jti() -> str:
 
 
 def signed_by(issuer: FakeIssuer, kid: str, **claims: Any) -> str:
-    return sign(
-        claims_for(P, issuer.issuer(P), jti=jti(), **claims), make_key("RS256", kid), kid=kid
-    )
+    return sign(claims_for(P, issuer.issuer(P), jti=jti(), **claims), make_key("RS256", kid), kid=kid)
 
 
 def random_kid_token(issuer: FakeIssuer) -> str:
@@ -85,9 +83,7 @@ def random_kid_token(issuer: FakeIssuer) -> str:
 
 
 async def verdict(client: Client, token: str) -> dict[str, Any]:
-    response = await client.post(
-        "/api/v1/introspect", json={"identity_provider": P, "token": token}
-    )
+    response = await client.post("/api/v1/introspect", json={"identity_provider": P, "token": token})
     assert response.status == 200
     return await response.json()  # type: ignore[no-any-return]
 
@@ -102,9 +98,7 @@ async def ready(client: Client) -> tuple[int, dict[str, Any]]:
     return response.status, await response.json()
 
 
-async def wait_for(
-    condition: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.05
-) -> float:
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.05) -> float:
     """Seconds until `condition` held; fails after `timeout`."""
     started = time.monotonic()
     while not await condition():
@@ -134,9 +128,7 @@ def fetch_triggers(text: str) -> dict[str, float]:
 # --- the issuer is unreachable or broken -------------------------------------------------------
 
 
-async def test_down_at_start_up(
-    make_texas: Start, issuer: TimedIssuer, token: Callable[..., str]
-) -> None:
+async def test_down_at_start_up(make_texas: Start, issuer: TimedIssuer, token: Callable[..., str]) -> None:
     """Starts anyway, 503 and keys_unavailable, retries with a backoff from 1 s, recovers; the
     requests that arrive meanwhile never cause a fetch."""
     issuer.state[P].mode = "down"
@@ -166,9 +158,7 @@ async def test_down_at_start_up(
 
 
 @pytest.mark.parametrize("mode", ["down", "garbage", "empty", "enc_only", "reset", "hang"])
-async def test_failed_fetch_keeps_the_keys_held(
-    make_texas: Start, issuer: TimedIssuer, mode: str
-) -> None:
+async def test_failed_fetch_keeps_the_keys_held(make_texas: Start, issuer: TimedIssuer, mode: str) -> None:
     """Down later, garbage, an empty or encryption-only key set, a reset connection, a fetch
     that hangs past the timeout: one fetch, the keys held stay, held kids never fetch, and the
     next good fetch brings the new key."""
@@ -209,9 +199,7 @@ async def test_failed_fetch_keeps_the_keys_held(
     "ServerDisconnectedError/ClientOSError, so one texas fetch reaches an issuer that resets "
     "connections twice; the contract allows one fetch per window",
 )
-async def test_a_reset_connection_costs_one_upstream_request(
-    make_texas: Start, issuer: TimedIssuer
-) -> None:
+async def test_a_reset_connection_costs_one_upstream_request(make_texas: Start, issuer: TimedIssuer) -> None:
     client = await make_texas(
         (P,), TEXAS_JWKS_MIN_REFRESH_SECONDS="0.5", TEXAS_JWKS_FETCH_TIMEOUT_SECONDS="1"
     )
@@ -222,9 +210,7 @@ async def test_a_reset_connection_costs_one_upstream_request(
     assert issuer.fetches() == before + 1
 
 
-async def test_kid_longer_than_any_key_id_costs_no_fetch(
-    make_texas: Start, issuer: TimedIssuer
-) -> None:
+async def test_kid_longer_than_any_key_id_costs_no_fetch(make_texas: Start, issuer: TimedIssuer) -> None:
     from texas.keys import MAX_KID_LENGTH
 
     client = await make_texas((P,), TEXAS_JWKS_MIN_REFRESH_SECONDS="0.5")
@@ -237,9 +223,7 @@ async def test_kid_longer_than_any_key_id_costs_no_fetch(
 # --- keys change upstream -------------------------------------------------------------------------
 
 
-async def test_rotation_is_picked_up_through_the_unknown_kid(
-    make_texas: Start, issuer: TimedIssuer
-) -> None:
+async def test_rotation_is_picked_up_through_the_unknown_kid(make_texas: Start, issuer: TimedIssuer) -> None:
     client = await make_texas((P,), TEXAS_JWKS_MIN_REFRESH_SECONDS="0.5")
     await asyncio.sleep(0.55)
     issuer.publish(P, KEY1, KEY2)
@@ -274,9 +258,7 @@ async def test_removed_key_stops_validating_after_the_next_refresh(
     assert await reason(client, signed_by(issuer, "key-2")) == "active"
 
 
-async def test_max_age_removes_a_key_without_any_unknown_kid(
-    make_texas: Start, issuer: TimedIssuer
-) -> None:
+async def test_max_age_removes_a_key_without_any_unknown_kid(make_texas: Start, issuer: TimedIssuer) -> None:
     """Cache-Control: max-age=2 drives the background refresh (clamped to [MIN_REFRESH,
     REFRESH]); a removed key goes within about 2 s though no request names an unknown kid."""
     issuer.state[P].cache_control = "max-age=2"
@@ -301,9 +283,7 @@ async def test_max_age_removes_a_key_without_any_unknown_kid(
     assert await reason(client, old) == "unknown_key"
 
 
-async def test_keys_past_max_stale_are_dropped_and_recover(
-    make_texas: Start, issuer: TimedIssuer
-) -> None:
+async def test_keys_past_max_stale_are_dropped_and_recover(make_texas: Start, issuer: TimedIssuer) -> None:
     """TEXAS_JWKS_MAX_STALE_SECONDS: keys unconfirmed for that long are dropped (503,
     keys_unavailable), and come back with the next successful fetch."""
     client = await make_texas(
@@ -325,9 +305,7 @@ async def test_keys_past_max_stale_are_dropped_and_recover(
     assert time.monotonic() - confirmed >= 2, "not dropped before max-stale"
     failed = issuer.fetches()
     assert failed >= 2, "the background refresh kept trying"
-    assert await reason(client, token) == "keys_unavailable", (
-        "a cached verdict does not outlive its key"
-    )
+    assert await reason(client, token) == "keys_unavailable", "a cached verdict does not outlive its key"
     metrics = await (await client.get("/metrics")).text()
     assert f'texas_jwks_staleness_seconds{{provider="{P}"}}' in metrics
 
@@ -370,9 +348,7 @@ async def test_genuine_rotation_after_a_flood_is_picked_up_within_the_window(
     client = await make_texas((P,), TEXAS_JWKS_MIN_REFRESH_SECONDS=str(window))
     flood_started = time.monotonic()
     tokens = [random_kid_token(issuer) for _ in range(1000)]
-    assert set(await in_batches([partial(reason, client, t) for t in tokens], width=40)) == {
-        "unknown_key"
-    }
+    assert set(await in_batches([partial(reason, client, t) for t in tokens], width=40)) == {"unknown_key"}
 
     issuer.publish(P, KEY1, KEY2)
     published = time.monotonic()
@@ -387,9 +363,7 @@ async def test_genuine_rotation_after_a_flood_is_picked_up_within_the_window(
     assert await reason(client, signed_by(issuer, "key-1")) == "active"
 
 
-async def test_held_kid_latency_while_the_jwks_hangs(
-    make_texas: Start, issuer: TimedIssuer
-) -> None:
+async def test_held_kid_latency_while_the_jwks_hangs(make_texas: Start, issuer: TimedIssuer) -> None:
     """200 requests whose key is held, while a fetch hangs: none waits on it (p99 well under
     50 ms; the bound asserted is a generous 250 ms, which waiting on the fetch would break)."""
     client = await make_texas(
@@ -400,9 +374,7 @@ async def test_held_kid_latency_while_the_jwks_hangs(
     issuer.state[P].hang_seconds = 5
     await asyncio.sleep(0.55)
     before = issuer.fetches()
-    waiting = asyncio.create_task(
-        reason(client, signed_by(issuer, "key-2"))
-    )  # joins the hanging fetch
+    waiting = asyncio.create_task(reason(client, signed_by(issuer, "key-2")))  # joins the hanging fetch
 
     async def hanging() -> bool:
         return issuer.fetches() == before + 1

@@ -36,8 +36,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from texas import telemetry
 from tests.support import PROVIDERS, FakeIssuer, claims_for, environment, make_key, sign
+from texas import telemetry
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "deploy" / "gunicorn.conf.py"
@@ -45,9 +45,7 @@ WORKERS = 2
 PID = "29017612345"
 INTROSPECT = "/api/v1/introspect"
 
-pytestmark = pytest.mark.skipif(
-    not CONF.exists(), reason="deploy/gunicorn.conf.py is not written yet"
-)
+pytestmark = pytest.mark.skipif(not CONF.exists(), reason="deploy/gunicorn.conf.py is not written yet")
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 Outcome = tuple[str, str]  # (provider, outcome): the labels of texas_introspections_total
@@ -85,9 +83,7 @@ class Gunicorn:
     async def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
-            assert self.process.poll() is None, (
-                f"gunicorn exited while waiting for {what}:\n{self.tail()}"
-            )
+            assert self.process.poll() is None, f"gunicorn exited while waiting for {what}:\n{self.tail()}"
             assert time.monotonic() < deadline, f"no {what} within {timeout} s:\n{self.tail()}"
             await asyncio.sleep(0.05)
 
@@ -98,9 +94,7 @@ class Gunicorn:
 def gunicorn_env(tmp_path: Path, **env: str) -> dict[str, str]:
     metrics = tmp_path / "metrics"
     metrics.mkdir(exist_ok=True)
-    keep = {
-        k: v for k, v in os.environ.items() if not k.startswith(("TEXAS_", "OTEL_", "PROMETHEUS_"))
-    }
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("TEXAS_", "OTEL_", "PROMETHEUS_"))}
     return {
         **keep,
         "WEB_CONCURRENCY": str(WORKERS),
@@ -288,9 +282,7 @@ def make_plan(issuer: FakeIssuer, total: int = 300) -> Plan:
     return plan
 
 
-async def send(
-    session: aiohttp.ClientSession, url: str, fields: dict[str, str], expected: Outcome
-) -> None:
+async def send(session: aiohttp.ClientSession, url: str, fields: dict[str, str], expected: Outcome) -> None:
     async with session.post(f"{url}{INTROSPECT}", json=fields) as r:
         assert r.status == 200
         answer = await r.json()
@@ -300,9 +292,7 @@ async def send(
 async def drive(url: str, plan: Plan, keepalive_connections: int = 6) -> None:
     """Half the requests over a few keep-alive connections, half on a new connection each, so
     that both workers accept connections and serve."""
-    lanes: list[list[tuple[dict[str, str], Outcome]]] = [
-        [] for _ in range(keepalive_connections + 2)
-    ]
+    lanes: list[list[tuple[dict[str, str], Outcome]]] = [[] for _ in range(keepalive_connections + 2)]
     for i, request in enumerate(plan.requests):
         lanes[i % len(lanes)].append(request)
 
@@ -354,18 +344,13 @@ async def test_metrics_are_summed_across_workers_and_logs_are_clean(
 
         # latency histogram and responses by route, summed
         assert value(after, "texas_http_request_duration_seconds_count", route=INTROSPECT) == 300
-        assert (
-            value(after, "texas_http_request_duration_seconds_bucket", route=INTROSPECT, le="+Inf")
-            == 300
-        )
+        assert value(after, "texas_http_request_duration_seconds_bucket", route=INTROSPECT, le="+Inf") == 300
         assert value(after, "texas_http_responses_total", route=INTROSPECT, code="200") == 300
 
         # JWKS: one start-up fetch per worker and provider, and no other fetch
         for p in PROVIDERS:
             assert (
-                value(
-                    after, "texas_jwks_fetches_total", provider=p, trigger="startup", result="200"
-                )
+                value(after, "texas_jwks_fetches_total", provider=p, trigger="startup", result="200")
                 == WORKERS
             )
             assert issuer.state[p].jwks_fetches == WORKERS
@@ -393,9 +378,7 @@ async def test_metrics_are_summed_across_workers_and_logs_are_clean(
             "a replacement worker",
         )
         files = os.listdir(g.metrics_dir)
-        assert not [f for f in files if f.startswith("gauge_live") and f.endswith(f"_{dead}.db")], (
-            files
-        )
+        assert not [f for f in files if f.startswith("gauge_live") and f.endswith(f"_{dead}.db")], files
         assert f"counter_{dead}.db" in files or per_worker.get(dead, 0) == 0
         again = await scrape(g.url)
         assert sum(series(again, "texas_introspections_total").values()) == 300
@@ -403,9 +386,7 @@ async def test_metrics_are_summed_across_workers_and_logs_are_clean(
         for p in PROVIDERS:
             assert value(again, "texas_jwks_keys", provider=p) == 1
             assert (
-                value(
-                    again, "texas_jwks_fetches_total", provider=p, trigger="startup", result="200"
-                )
+                value(again, "texas_jwks_fetches_total", provider=p, trigger="startup", result="200")
                 == WORKERS + 1
             )
 
@@ -441,9 +422,7 @@ async def test_sigterm_under_load_loses_no_request(tmp_path: Path, issuer: FakeI
     trace.on_request_headers_sent.append(headers_sent)
 
     async def post(session: aiohttp.ClientSession, url: str, data: Any) -> None:
-        record = SimpleNamespace(
-            started=time.monotonic(), sent=None, slow=not isinstance(data, bytes)
-        )
+        record = SimpleNamespace(started=time.monotonic(), sent=None, slow=not isinstance(data, bytes))
         try:
             async with session.post(
                 f"{url}{INTROSPECT}",
@@ -491,9 +470,7 @@ async def test_sigterm_under_load_loses_no_request(tmp_path: Path, issuer: FakeI
     before = [(r, outcome) for r, outcome in results if r.started < signalled_at]
     lost = [(r, outcome) for r, outcome in before if outcome != 200]
     assert len(before) > 50, len(before)
-    assert not lost, (
-        f"{len(lost)} of {len(before)} requests sent before SIGTERM were lost: {lost[:3]}"
-    )
+    assert not lost, f"{len(lost)} of {len(before)} requests sent before SIGTERM were lost: {lost[:3]}"
     in_flight = [r for r, _ in before if r.slow and r.sent < signalled_at < r.done]
     assert len(in_flight) == 4, "the slow requests were in flight when the signal came"
     assert code == 0, g.tail()
@@ -526,11 +503,7 @@ def test_a_bad_configuration_stops_gunicorn_naming_the_variable(tmp_path: Path) 
 def test_a_bad_configuration_is_one_line_before_any_worker_starts(tmp_path: Path) -> None:
     code, g, _ = run_with_bad_configuration(tmp_path)
     assert code != 0
-    lines = [
-        line
-        for line in (g.stderr() + g.out.read_text()).splitlines()
-        if "IDPORTEN_AUDIENCE" in line
-    ]
+    lines = [line for line in (g.stderr() + g.out.read_text()).splitlines() if "IDPORTEN_AUDIENCE" in line]
     assert len(lines) == 1, lines
     assert "Traceback" not in g.stderr() + g.out.read_text()
     assert g.booted() == []

@@ -33,19 +33,23 @@ async def test_entra_id_is_an_alias_of_azuread(texas, token) -> None:
 
 
 async def test_form_body_is_accepted(texas, token) -> None:
-    response = await texas.post("/api/v1/introspect", data={"identity_provider": "idporten", "token": token()})
+    response = await texas.post(
+        "/api/v1/introspect", data={"identity_provider": "idporten", "token": token()}
+    )
     assert (await response.json())["active"] is True
 
 
 async def test_claims_come_back_verbatim(texas, issuer: FakeIssuer) -> None:
     c = claims_for("idporten", issuer.issuer("idporten"))
     payload = (
-        '{"iss":"%s","aud":"%s","exp":%d,"iat":%d,"big":1180591620717411303424,"one":1.0,'
+        f'{{"iss":"{c["iss"]}","aud":"{c["aud"]}","exp":{c["exp"]},"iat":{c["iat"]},'
+        '"big":1180591620717411303424,"one":1.0,'
         '"name":"Bjørn Ærlig \\u00c5s","nested":{"a":[1,{"b":null}],"e":1e3},"error":"claim"}'
-        % (c["iss"], c["aud"], c["exp"], c["iat"])
     ).encode()
-    response = await texas.post("/api/v1/introspect", json={"identity_provider": "idporten",
-                                                            "token": sign(payload, make_key("RS256", "key-1"))})
+    response = await texas.post(
+        "/api/v1/introspect",
+        json={"identity_provider": "idporten", "token": sign(payload, make_key("RS256", "key-1"))},
+    )
     raw = await response.read()
     assert raw.startswith(b'{"active":true,')
     assert b"1180591620717411303424" in raw and b'"one":1.0' in raw and b'"e":1e3' in raw
@@ -59,8 +63,9 @@ async def test_claims_come_back_verbatim(texas, issuer: FakeIssuer) -> None:
 
 @pytest.mark.parametrize("value", [False, "false", None, 0])
 async def test_a_claim_named_active_never_overrides_the_verdict(texas, token, value: Any) -> None:
-    response = await texas.post("/api/v1/introspect", json={"identity_provider": "idporten",
-                                                            "token": token(active=value)})
+    response = await texas.post(
+        "/api/v1/introspect", json={"identity_provider": "idporten", "token": token(active=value)}
+    )
     raw = await response.read()
     assert raw.count(b'"active"') == 1
     assert json.loads(raw)["active"] is True
@@ -94,8 +99,15 @@ async def test_idporten_checks_audience(texas, token) -> None:
         ({"identity_provider": 3, "token": "x.y.z"}, "bad_request"),
         ({"identity_provider": "idporten", "token": "x.y.z", "level": "Level2"}, "bad_request"),
     ],
-    ids=["no-token", "empty-token", "token-not-string", "upper-case-provider", "unknown-provider",
-         "provider-not-string", "unknown-level"],
+    ids=[
+        "no-token",
+        "empty-token",
+        "token-not-string",
+        "upper-case-provider",
+        "unknown-provider",
+        "provider-not-string",
+        "unknown-level",
+    ],
 )
 async def test_bad_requests_are_inactive(texas, fields: dict[str, Any], reason: str) -> None:
     response = await texas.post("/api/v1/introspect", json=fields)
@@ -110,11 +122,24 @@ async def test_disabled_provider_is_its_own_verdict(make_texas, token) -> None:
 
 @pytest.mark.parametrize(
     ("body", "content_type"),
-    [(b"not json", "application/json"), (b"[1,2]", "application/json"), (b"{}", "text/plain"),
-     (b"token=a&token=b", "application/x-www-form-urlencoded"), (b"\xff\xfe", "application/x-www-form-urlencoded"),
-     (b"[" * 5000 + b"]" * 5000, "application/json"), (b"", "application/json")],
-    ids=["not-json", "json-array", "wrong-content-type", "repeated-form-field", "bad-utf8-form",
-         "deep-json", "empty"],
+    [
+        (b"not json", "application/json"),
+        (b"[1,2]", "application/json"),
+        (b"{}", "text/plain"),
+        (b"token=a&token=b", "application/x-www-form-urlencoded"),
+        (b"\xff\xfe", "application/x-www-form-urlencoded"),
+        (b"[" * 5000 + b"]" * 5000, "application/json"),
+        (b"", "application/json"),
+    ],
+    ids=[
+        "not-json",
+        "json-array",
+        "wrong-content-type",
+        "repeated-form-field",
+        "bad-utf8-form",
+        "deep-json",
+        "empty",
+    ],
 )
 async def test_unreadable_bodies_are_inactive(texas, body: bytes, content_type: str) -> None:
     response = await texas.post("/api/v1/introspect", data=body, headers={"Content-Type": content_type})
@@ -123,7 +148,9 @@ async def test_unreadable_bodies_are_inactive(texas, body: bytes, content_type: 
 
 
 async def test_body_over_one_mebibyte_is_413_json_and_service_stays_healthy(texas) -> None:
-    body = io.BytesIO(json.dumps({"identity_provider": "idporten", "token": "a" * (1024 * 1024 + 10)}).encode())
+    body = io.BytesIO(
+        json.dumps({"identity_provider": "idporten", "token": "a" * (1024 * 1024 + 10)}).encode()
+    )
     response = await texas.post("/api/v1/introspect", data=body, headers={"Content-Type": "application/json"})
     assert response.status == 413
     assert_inactive(await response.json(), "bad_request")
@@ -131,7 +158,9 @@ async def test_body_over_one_mebibyte_is_413_json_and_service_stays_healthy(texa
 
 
 async def test_body_just_under_the_limit_gets_a_verdict(texas) -> None:
-    body = io.BytesIO(json.dumps({"identity_provider": "idporten", "token": "a" * (1024 * 1024 - 100)}).encode())
+    body = io.BytesIO(
+        json.dumps({"identity_provider": "idporten", "token": "a" * (1024 * 1024 - 100)}).encode()
+    )
     response = await texas.post("/api/v1/introspect", data=body, headers={"Content-Type": "application/json"})
     assert response.status == 200
     assert_inactive(await response.json(), "malformed")
@@ -139,17 +168,20 @@ async def test_body_just_under_the_limit_gets_a_verdict(texas) -> None:
 
 # --- level and step-up ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("acr", "level", "active"),
-    [("idporten-loa-high", "idporten-loa-substantial", True),
-     ("idporten-loa-high", "idporten-loa-high", True),
-     ("idporten-loa-substantial", "idporten-loa-substantial", True),
-     ("idporten-loa-substantial", "idporten-loa-high", False),
-     ("Level4", "idporten-loa-high", True),
-     ("Level3", "Level4", False),
-     ("idporten-loa-substantial", "Level3", True),
-     ("idporten-loa-low", "Level3", False),
-     (None, "idporten-loa-substantial", False)],
+    [
+        ("idporten-loa-high", "idporten-loa-substantial", True),
+        ("idporten-loa-high", "idporten-loa-high", True),
+        ("idporten-loa-substantial", "idporten-loa-substantial", True),
+        ("idporten-loa-substantial", "idporten-loa-high", False),
+        ("Level4", "idporten-loa-high", True),
+        ("Level3", "Level4", False),
+        ("idporten-loa-substantial", "Level3", True),
+        ("idporten-loa-low", "Level3", False),
+        (None, "idporten-loa-substantial", False),
+    ],
 )
 async def test_level(texas, token, acr: str | None, level: str, active: bool) -> None:
     t = token(acr=acr) if acr is not None else token(acr=...)
@@ -170,9 +202,12 @@ async def test_level_is_checked_on_every_request_even_when_cached(texas, token) 
 
 # --- issuer routing -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("absent", ["missing", None, ""])
-async def test_without_identity_provider_the_issuer_picks_it(texas, token, provider: str, absent: Any) -> None:
+async def test_without_identity_provider_the_issuer_picks_it(
+    texas, token, provider: str, absent: Any
+) -> None:
     fields = {} if absent == "missing" else {"identity_provider": absent}
     answer = await introspect(texas, token(provider), provider=None, **fields)
     assert answer["active"] is True, answer
@@ -184,8 +219,9 @@ async def test_routing_by_issuer_still_verifies_everything(texas, issuer: FakeIs
 
 
 async def test_routing_with_an_unknown_issuer_is_unknown_provider(texas, token) -> None:
-    assert_inactive(await introspect(texas, token(iss="https://elsewhere.example"), provider=None),
-                    "unknown_provider")
+    assert_inactive(
+        await introspect(texas, token(iss="https://elsewhere.example"), provider=None), "unknown_provider"
+    )
 
 
 async def test_routing_never_picks_a_disabled_provider(make_texas, token) -> None:
@@ -198,6 +234,7 @@ async def test_routing_with_a_malformed_token_is_malformed(texas) -> None:
 
 
 # --- probes ----------------------------------------------------------------------------------
+
 
 async def test_healthz(texas) -> None:
     response = await texas.get("/healthz")

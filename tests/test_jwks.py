@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 
-from texas.app import PROVIDERS
-from texas.jwks import JwksSettings, RemoteJwks, _max_age
 from tests.conftest import introspect
 from tests.support import FakeIssuer, claims_for, make_key, public_jwk, sign
+from texas.app import PROVIDERS
+from texas.jwks import JwksSettings, RemoteJwks, _max_age
 
 KEY1 = public_jwk(make_key("RS256", "key-1"), "key-1")
 KEY2 = public_jwk(make_key("RS256", "key-2"), "key-2")
@@ -130,7 +130,9 @@ async def test_unknown_kid_in_closed_window_schedules_one_trailing_refresh(
 
 
 @pytest.mark.parametrize("mode", ["down", "garbage", "empty", "enc_only", "hang", "reset"])
-async def test_failed_fetch_keeps_the_keys_held(make_jwks: JwksFactory, issuer: FakeIssuer, mode: str) -> None:
+async def test_failed_fetch_keeps_the_keys_held(
+    make_jwks: JwksFactory, issuer: FakeIssuer, mode: str
+) -> None:
     jwks = make_jwks(fetch_timeout=0.3)
     assert await jwks.refresh("startup")
     issuer.state["idporten"].mode = mode
@@ -156,7 +158,9 @@ async def test_held_kid_never_waits_on_a_hanging_fetch(make_jwks: JwksFactory, i
     waiting.cancel()
 
 
-async def test_removed_key_stops_validating_after_the_next_refresh(make_jwks: JwksFactory, issuer: FakeIssuer) -> None:
+async def test_removed_key_stops_validating_after_the_next_refresh(
+    make_jwks: JwksFactory, issuer: FakeIssuer
+) -> None:
     jwks = make_jwks()
     issuer.publish("idporten", KEY1, KEY2)
     assert await jwks.refresh("startup")
@@ -176,7 +180,9 @@ async def test_unchanged_key_set_is_confirmed_with_304(make_jwks: JwksFactory, i
     assert jwks.current() is first
 
 
-async def test_unchanged_keys_keep_their_identity_across_a_200(make_jwks: JwksFactory, issuer: FakeIssuer) -> None:
+async def test_unchanged_keys_keep_their_identity_across_a_200(
+    make_jwks: JwksFactory, issuer: FakeIssuer
+) -> None:
     issuer.state["idporten"].etag = False
     jwks = make_jwks()
     assert await jwks.refresh("startup")
@@ -185,7 +191,9 @@ async def test_unchanged_keys_keep_their_identity_across_a_200(make_jwks: JwksFa
     assert jwks.current().holds(key)  # type: ignore[union-attr]
 
 
-async def test_keys_past_max_stale_are_dropped_and_recover(make_jwks: JwksFactory, issuer: FakeIssuer) -> None:
+async def test_keys_past_max_stale_are_dropped_and_recover(
+    make_jwks: JwksFactory, issuer: FakeIssuer
+) -> None:
     clock = Clock()
     jwks = make_jwks(clock, refresh=10, min_refresh=1, max_stale=100)
     assert await jwks.refresh("startup")
@@ -208,14 +216,24 @@ async def test_jwk_set_json_content_type_is_accepted(make_jwks: JwksFactory, iss
 
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [("max-age=2", 2.0), ("public, max-age=600", 600.0), ('max-age="30"', 30.0), ("no-cache", 0.0),
-     ("no-store, max-age=60", 0.0), ("", None), ("s-maxage=5", None)],
+    [
+        ("max-age=2", 2.0),
+        ("public, max-age=600", 600.0),
+        ('max-age="30"', 30.0),
+        ("no-cache", 0.0),
+        ("no-store, max-age=60", 0.0),
+        ("", None),
+        ("s-maxage=5", None),
+    ],
 )
 def test_cache_control_max_age(header: str, expected: float | None) -> None:
     assert _max_age(header) == expected
 
 
-@pytest.mark.parametrize(("max_age", "delay"), [("max-age=2", 30.0), ("max-age=100", 100.0), ("max-age=9999", 300.0), (None, 300.0)])
+@pytest.mark.parametrize(
+    ("max_age", "delay"),
+    [("max-age=2", 30.0), ("max-age=100", 100.0), ("max-age=9999", 300.0), (None, 300.0)],
+)
 async def test_max_age_is_clamped_to_the_refresh_window(
     make_jwks: JwksFactory, issuer: FakeIssuer, max_age: str | None, delay: float
 ) -> None:
@@ -243,6 +261,7 @@ async def test_max_age_drives_the_background_refresh(make_jwks: JwksFactory, iss
 
 # --- through the service ------------------------------------------------------------------------
 
+
 async def test_service_starts_without_keys_and_recovers(make_texas, issuer: FakeIssuer, token) -> None:
     issuer.state["idporten"].mode = "down"
     client = await make_texas(("idporten",), TEXAS_JWKS_FETCH_TIMEOUT_SECONDS="1")
@@ -261,7 +280,9 @@ async def test_service_starts_without_keys_and_recovers(make_texas, issuer: Fake
     assert (await introspect(client, token()))["active"] is True
 
 
-async def test_discovery_is_used_when_issuer_and_jwks_uri_are_not_explicit(make_texas, issuer: FakeIssuer, token) -> None:
+async def test_discovery_is_used_when_issuer_and_jwks_uri_are_not_explicit(
+    make_texas, issuer: FakeIssuer, token
+) -> None:
     client = await make_texas(discovery=True)
     for p in ("idporten", "tokenx"):
         assert (await introspect(client, token(p), p))["active"] is True
@@ -274,7 +295,9 @@ async def test_explicit_values_win_over_discovery(make_texas, issuer: FakeIssuer
     assert (await introspect(client, token(iss="https://explicit.example")))["active"] is True
 
 
-async def test_cached_token_turns_inactive_when_its_key_is_removed(make_texas, issuer: FakeIssuer, token) -> None:
+async def test_cached_token_turns_inactive_when_its_key_is_removed(
+    make_texas, issuer: FakeIssuer, token
+) -> None:
     issuer.publish("idporten", KEY1, KEY2)
     client = await make_texas(("idporten",))
     t = token()
@@ -287,7 +310,9 @@ async def test_cached_token_turns_inactive_when_its_key_is_removed(make_texas, i
     assert answer["active"] is False and answer["reason"] == "unknown_key"
 
 
-async def test_flood_of_random_kids_costs_at_most_one_fetch_per_window(make_texas, issuer: FakeIssuer) -> None:
+async def test_flood_of_random_kids_costs_at_most_one_fetch_per_window(
+    make_texas, issuer: FakeIssuer
+) -> None:
     client = await make_texas(("idporten",), TEXAS_JWKS_MIN_REFRESH_SECONDS="30")
     before = fetches(issuer)
     attacker = make_key("RS256", "attacker")

@@ -10,9 +10,9 @@ import pytest
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import OctKey, RSAKey
 
+from tests.support import make_key, public_jwk
 from texas.errors import JwksError
 from texas.keys import parse_jwks
-from tests.support import make_key, public_jwk
 
 RSA = public_jwk(make_key("RS256", "rsa"), "rsa")
 EC = public_jwk(make_key("ES256", "ec"), "ec")
@@ -26,7 +26,14 @@ def doc(*keys: Any) -> bytes:
 def test_usable_keys_of_every_type_are_held() -> None:
     snapshot = parse_jwks(doc(RSA, EC, ED))
     assert len(snapshot) == 3
-    assert set(snapshot.candidates("rsa")[0].algorithms) == {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+    assert set(snapshot.candidates("rsa")[0].algorithms) == {
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+    }
     assert set(snapshot.candidates("ec")[0].algorithms) == {"ES256"}
     assert set(snapshot.candidates("ed")[0].algorithms) == {"EdDSA"}
 
@@ -61,9 +68,23 @@ ED448 = {"kty": "OKP", "crv": "Ed448", "x": "a" * 57, "kid": "ed448"}
         {"kty": "XYZ", "kid": "xyz"},
         "not an object",
     ],
-    ids=["use-enc", "key-ops-without-verify", "private-key", "oct", "rsa-1024", "ed448", "alg-mismatch",
-         "hmac-alg", "none-alg", "no-kid", "kid-not-string", "bad-modulus", "off-curve", "unknown-kty",
-         "not-object"],
+    ids=[
+        "use-enc",
+        "key-ops-without-verify",
+        "private-key",
+        "oct",
+        "rsa-1024",
+        "ed448",
+        "alg-mismatch",
+        "hmac-alg",
+        "none-alg",
+        "no-kid",
+        "kid-not-string",
+        "bad-modulus",
+        "off-curve",
+        "unknown-kty",
+        "not-object",
+    ],
 )
 def test_unusable_key_is_skipped_not_fatal(bad: Any, caplog: pytest.LogCaptureFixture) -> None:
     snapshot = parse_jwks(doc(bad, RSA))
@@ -73,8 +94,15 @@ def test_unusable_key_is_skipped_not_fatal(bad: Any, caplog: pytest.LogCaptureFi
 
 @pytest.mark.parametrize(
     "document",
-    [b"", b"not json", b"[]", b'{"keys": {}}', doc(), doc({**RSA, "use": "enc"}),
-     json.dumps({"keys": [RSA] * 101}).encode()],
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"keys": {}}',
+        doc(),
+        doc({**RSA, "use": "enc"}),
+        json.dumps({"keys": [RSA] * 101}).encode(),
+    ],
     ids=["empty", "not-json", "array", "keys-not-array", "no-keys", "only-enc", "too-many"],
 )
 def test_document_without_a_usable_key_is_an_error(document: bytes) -> None:

@@ -8,8 +8,15 @@ from texas import levels
 from texas.errors import BadRequest, InsufficientLevel
 
 
-@pytest.mark.parametrize(("asked", "normal"), [("Level3", levels.SUBSTANTIAL), ("Level4", levels.HIGH),
-                                                (levels.SUBSTANTIAL, levels.SUBSTANTIAL), (levels.HIGH, levels.HIGH)])
+@pytest.mark.parametrize(
+    ("asked", "normal"),
+    [
+        ("Level3", levels.SUBSTANTIAL),
+        ("Level4", levels.HIGH),
+        (levels.SUBSTANTIAL, levels.SUBSTANTIAL),
+        (levels.HIGH, levels.HIGH),
+    ],
+)
 def test_normalise(asked: str, normal: str) -> None:
     assert levels.normalise(asked) == normal
 
@@ -30,7 +37,9 @@ def test_high_is_met_by_high_only(acr: str) -> None:
     levels.require(acr, levels.HIGH)
 
 
-@pytest.mark.parametrize("acr", [levels.SUBSTANTIAL, "Level3", None, "", "idporten-loa-low", 4, ["Level4"], "LEVEL4"])
+@pytest.mark.parametrize(
+    "acr", [levels.SUBSTANTIAL, "Level3", None, "", "idporten-loa-low", 4, ["Level4"], "LEVEL4"]
+)
 def test_below_or_unknown_acr_is_insufficient_and_names_the_level(acr: object) -> None:
     with pytest.raises(InsufficientLevel) as info:
         levels.require(acr, levels.HIGH)

@@ -23,10 +23,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support import FakeIssuer, claims_for, environment, make_key, sign
 from texas import logs, server
 from texas.config import Config
 from texas.errors import ConfigError
-from tests.support import FakeIssuer, claims_for, environment, make_key, sign
 
 REQUIRED = ("time", "level", "logger", "message")
 RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -199,9 +199,7 @@ async def test_one_access_line_per_request_with_its_request_id(
         sent = await drive(url, token, forged)
     ids = {rid for *_, rid in sent}
     access = [
-        e
-        for e in parse(read_lines(capsys))
-        if e["logger"] == "texas.access" and e["request_id"] in ids
+        e for e in parse(read_lines(capsys)) if e["logger"] == "texas.access" and e["request_id"] in ids
     ]  # not the start-up polls
     assert [(e["method"], e["status"], e["request_id"]) for e in access] == [
         (method, status, rid) for method, _, status, rid in sent
@@ -267,16 +265,13 @@ async def test_text_format_is_for_people_and_still_keeps_secrets_out(
     async with (
         serving(issuer, LOG_FORMAT="text") as url,
         aiohttp.ClientSession() as session,
-        session.post(
-            f"{url}/api/v1/introspect", data=fields, headers={"X-Request-Id": "text-42"}
-        ) as r,
+        session.post(f"{url}/api/v1/introspect", data=fields, headers={"X-Request-Id": "text-42"}) as r,
     ):
         assert (await r.json())["active"] is True
     lines = read_lines(capsys)
     assert lines and not any(line.startswith("{") for line in lines)
     assert any(
-        "INFO" in line and "texas.access: POST /api/v1/introspect 200 [text-42]" in line
-        for line in lines
+        "INFO" in line and "texas.access: POST /api/v1/introspect 200 [text-42]" in line for line in lines
     ), lines
     assert_no_secret(lines, secrets_of(token, claims))
 
@@ -313,9 +308,7 @@ def test_bad_log_settings_stop_start_up_naming_the_variable(issuer: FakeIssuer) 
         "absent",
     ],
 )
-def test_an_incoming_request_id_is_kept_only_when_it_looks_like_one(
-    header: str | None, kept: bool
-) -> None:
+def test_an_incoming_request_id_is_kept_only_when_it_looks_like_one(header: str | None, kept: bool) -> None:
     rid = logs.accept_request_id(header)
     assert (rid == header) is kept
     assert logs.accept_request_id(None) != rid
@@ -397,7 +390,9 @@ def test_a_forked_worker_draws_its_own_request_ids() -> None:
     assert theirs.split("-")[0] != ours.split("-")[0]
 
 
-async def test_access_log_is_off_unless_asked_for(issuer: FakeIssuer, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_access_log_is_off_unless_asked_for(
+    issuer: FakeIssuer, capsys: pytest.CaptureFixture[str]
+) -> None:
     async with serving(issuer, TEXAS_ACCESS_LOG="false") as url, aiohttp.ClientSession() as session:
         async with session.get(f"{url}/readyz") as r:
             assert r.status == 200

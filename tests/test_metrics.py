@@ -17,11 +17,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import TexasFactory, introspect
+from tests.support import PROVIDERS, FakeIssuer, claims_for, make_key, public_jwk, sign
 from texas import telemetry
 from texas.config import PROVIDER_NAMES
 from texas.errors import REASONS
-from tests.conftest import TexasFactory, introspect
-from tests.support import PROVIDERS, FakeIssuer, claims_for, make_key, public_jwk, sign
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -90,9 +90,7 @@ async def test_introspections_count_by_provider_and_outcome(
         extra = {"level": "idporten-loa-high"} if reason == "insufficient_level" else {}
         assert (await introspect(texas, tok, provider, **extra))["reason"] == reason
     assert (await introspect(texas, valid, "no-such-idp"))["reason"] == "unknown_provider"
-    response = await texas.post(
-        "/api/v1/introspect", data=b"{", headers={"Content-Type": "application/json"}
-    )
+    response = await texas.post("/api/v1/introspect", data=b"{", headers={"Content-Type": "application/json"})
     assert (await response.json())["reason"] == "bad_request"
 
     moved = changes(before, await scrape(texas), INTROSPECTIONS)
@@ -138,9 +136,7 @@ async def test_request_latency_and_responses_by_route(texas: TestClient, token: 
     inf = changes(before, after, "texas_http_request_duration_seconds_bucket")
     assert inf[labels(route="/api/v1/introspect", le="+Inf")] == 5
     assert (
-        changes(before, after, "texas_http_request_duration_seconds_sum")[
-            labels(route="/api/v1/introspect")
-        ]
+        changes(before, after, "texas_http_request_duration_seconds_sum")[labels(route="/api/v1/introspect")]
         > 0
     )
     assert changes(before, after, "texas_http_responses_total") == {
@@ -172,9 +168,7 @@ async def test_jwks_fetches_by_provider_trigger_and_result(
     assert (await introspect(texas, stranger, "idporten"))["active"] is True
     # the issuer is down: the fetch fails, and is counted as failed
     issuer.state["idporten"].mode = "down"
-    assert (await introspect(texas, token("idporten", kid="key-3"), "idporten"))[
-        "reason"
-    ] == "unknown_key"
+    assert (await introspect(texas, token("idporten", kid="key-3"), "idporten"))["reason"] == "unknown_key"
 
     after = await scrape(texas)
     expected = {labels(provider=p, trigger="startup", result="200"): 1 for p in PROVIDERS}
@@ -185,18 +179,13 @@ async def test_jwks_fetches_by_provider_trigger_and_result(
     }
     assert changes(before, after, FETCHES) == expected
     for p in PROVIDERS:  # every fetch the issuer saw is counted, and nothing else
-        assert (
-            sum(v for k, v in expected.items() if ("provider", p) in k)
-            == issuer.state[p].jwks_fetches
-        )
+        assert sum(v for k, v in expected.items() if ("provider", p) in k) == issuer.state[p].jwks_fetches
     assert changes(before, after, "texas_discovery_fetches_total") == {
         labels(provider=p, result="ok"): 1 for p in PROVIDERS
     }
 
 
-async def test_keys_held_and_staleness_per_provider(
-    make_texas: TexasFactory, issuer: FakeIssuer
-) -> None:
+async def test_keys_held_and_staleness_per_provider(make_texas: TexasFactory, issuer: FakeIssuer) -> None:
     issuer.publish(
         "azuread",
         public_jwk(make_key("RS256", "key-1"), "key-1"),
@@ -229,9 +218,7 @@ async def test_in_flight_requests(make_texas: TexasFactory, issuer: FakeIssuer, 
     assert value(await scrape(texas), "texas_http_requests_in_flight") == 1
 
 
-async def test_token_cache_lookups_and_entries(
-    texas: TestClient, issuer: FakeIssuer, token: Any
-) -> None:
+async def test_token_cache_lookups_and_entries(texas: TestClient, issuer: FakeIssuer, token: Any) -> None:
     before = await scrape(texas)
     first, second = token("idporten"), token("idporten", jti="another")
     for tok in (first, first, second, first):
@@ -249,18 +236,14 @@ async def test_token_cache_lookups_and_entries(
 BOUNDED: dict[str, frozenset[str]] = {
     "provider": frozenset(PROVIDER_NAMES) | {"none"},
     "outcome": frozenset(REASONS) | {"active"},
-    "route": frozenset(
-        {"/api/v1/introspect", "/healthz", "/readyz", "/metrics", "/openapi.yaml", "other"}
-    ),
+    "route": frozenset({"/api/v1/introspect", "/healthz", "/readyz", "/metrics", "/openapi.yaml", "other"}),
     "trigger": frozenset({"startup", "periodic", "retry", "unknown_kid", "trailing"}),
     "result": frozenset({"200", "304", "error", "ok", "hit", "miss"}),
 }
 
 
 @pytest.mark.parametrize("field", ["identity_provider", "level"])
-async def test_no_label_value_comes_from_a_request(
-    make_texas: TexasFactory, token: Any, field: str
-) -> None:
+async def test_no_label_value_comes_from_a_request(make_texas: TexasFactory, token: Any, field: str) -> None:
     texas = await make_texas(TEXAS_JWKS_MIN_REFRESH_SECONDS="0.001")
     marker = f"weird-{uuid.uuid4().hex}"
     odd = f'{marker}"}} texas_evil{{x="1'

@@ -53,9 +53,7 @@ class Texas:
 async def texas_serve(tmp_path: Path, issuer: FakeIssuer, **env: str) -> AsyncIterator[Texas]:
     """`python -m texas serve` against the fake issuer, ready (every provider holds keys)."""
     port = free_port()
-    keep = {
-        k: v for k, v in os.environ.items() if not k.startswith(("TEXAS_", "OTEL_", "PROMETHEUS_"))
-    }
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("TEXAS_", "OTEL_", "PROMETHEUS_"))}
     full = {**keep, **environment(issuer, BIND_ADDRESS=f"127.0.0.1:{port}", **env)}
     out = tmp_path / "texas.log"
     with out.open("wb") as log:
@@ -167,13 +165,9 @@ async def test_an_idle_service_stops_at_once_and_exits_0(
     assert_json_lines(texas.lines())
 
 
-async def test_probe_address_serves_probes_and_metrics_only(
-    tmp_path: Path, issuer: FakeIssuer
-) -> None:
+async def test_probe_address_serves_probes_and_metrics_only(tmp_path: Path, issuer: FakeIssuer) -> None:
     probe = f"http://127.0.0.1:{free_port()}"
-    async with texas_serve(
-        tmp_path, issuer, PROBE_BIND_ADDRESS=probe.removeprefix("http://")
-    ) as texas:
+    async with texas_serve(tmp_path, issuer, PROBE_BIND_ADDRESS=probe.removeprefix("http://")) as texas:
         async with aiohttp.ClientSession() as session:
             async with session.post(f"{texas.url}/api/v1/introspect", json={}) as r:
                 assert (await r.json())["reason"] == "bad_request"
@@ -187,9 +181,7 @@ async def test_probe_address_serves_probes_and_metrics_only(
             # the same process-wide counters as on the API address
             assert 'texas_introspections_total{outcome="bad_request",provider="none"} 1.0' in text
             for method in ("POST", "GET"):
-                async with session.request(
-                    method, f"{probe}/api/v1/introspect", json={"token": "x"}
-                ) as r:
+                async with session.request(method, f"{probe}/api/v1/introspect", json={"token": "x"}) as r:
                     assert r.status == 404
         texas.process.send_signal(signal.SIGTERM)
         assert await texas.exit_code() == 0

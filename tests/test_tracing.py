@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.conftest import introspect
+from tests.support import FakeIssuer, claims_for, environment, make_key, sign
 from texas import tracing
 from texas.app import create_app
 from texas.config import Config
-from tests.conftest import introspect
-from tests.support import FakeIssuer, claims_for, environment, make_key, sign
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -137,9 +137,7 @@ async def test_the_endpoint_sends_spans_to_an_otlp_collector(
 ) -> None:
     """The whole path as deployed: the variable turns tracing on in create_app, and spans reach
     a collector over OTLP/HTTP (a local server decoding the protobuf) when the app stops."""
-    pytest.importorskip(
-        "opentelemetry.exporter.otlp.proto.http", reason="the otel extra is not installed"
-    )
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="the otel extra is not installed")
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     received: list[Any] = []

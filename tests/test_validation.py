@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
+from tests.support import b64, claims_for, make_key, public_jwk, sign, sign_raw
 from texas import errors
 from texas.keys import KeySnapshot, prepare_key
 from texas.validation import MAX_TOKEN_BYTES, Policy, peek_issuer, verify
-from tests.support import b64, claims_for, make_key, public_jwk, sign, sign_raw
 
 ISS = "https://issuer.example/idporten"
 AUD = "dev-gcp:team:app"
@@ -25,12 +25,14 @@ RSA = make_key("RS256", "rsa")
 PS = make_key("PS256", "ps")
 EC = make_key("ES256", "ec")
 ED = make_key("EdDSA", "ed")
-KEYS = KeySnapshot([
-    prepare_key(public_jwk(RSA, "rsa")),
-    prepare_key(public_jwk(PS, "ps", alg="PS256")),
-    prepare_key(public_jwk(EC, "ec")),
-    prepare_key(public_jwk(ED, "ed")),
-])
+KEYS = KeySnapshot(
+    [
+        prepare_key(public_jwk(RSA, "rsa")),
+        prepare_key(public_jwk(PS, "ps", alg="PS256")),
+        prepare_key(public_jwk(EC, "ec")),
+        prepare_key(public_jwk(ED, "ed")),
+    ]
+)
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
@@ -41,7 +43,9 @@ def check(token: str | bytes, policy: Policy = POLICY, now: float = NOW) -> Any:
     return verify(token, KEYS, policy, now)
 
 
-def refused(token: str | bytes, error: type[errors.TokenError], policy: Policy = POLICY, now: float = NOW) -> str:
+def refused(
+    token: str | bytes, error: type[errors.TokenError], policy: Policy = POLICY, now: float = NOW
+) -> str:
     with pytest.raises(error) as info:
         check(token, policy, now)
     assert info.value.message.endswith("."), "messages are sentences"
@@ -50,10 +54,19 @@ def refused(token: str | bytes, error: type[errors.TokenError], policy: Policy =
 
 # --- accepted --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("alg", "key", "kid"),
-    [("RS256", RSA, "rsa"), ("RS384", RSA, "rsa"), ("RS512", RSA, "rsa"), ("PS256", RSA, "rsa"),
-     ("PS512", RSA, "rsa"), ("PS256", PS, "ps"), ("ES256", EC, "ec"), ("EdDSA", ED, "ed")],
+    [
+        ("RS256", RSA, "rsa"),
+        ("RS384", RSA, "rsa"),
+        ("RS512", RSA, "rsa"),
+        ("PS256", RSA, "rsa"),
+        ("PS512", RSA, "rsa"),
+        ("PS256", PS, "ps"),
+        ("ES256", EC, "ec"),
+        ("EdDSA", ED, "ed"),
+    ],
     ids=["RS256", "RS384", "RS512", "PS256-on-RSA", "PS512-on-RSA", "PS256-pinned", "ES256", "EdDSA"],
 )
 def test_accepts_every_allowed_algorithm(alg: str, key: Any, kid: str) -> None:
@@ -63,7 +76,11 @@ def test_accepts_every_allowed_algorithm(alg: str, key: Any, kid: str) -> None:
 
 def test_verified_payload_is_the_signed_bytes() -> None:
     payload = b'{"iss":"%s","aud":"%s","exp":%d,"iat":%d,"big":1180591620717411303424,"f":1.0}' % (
-        ISS.encode(), AUD.encode(), int(NOW) + 60, int(NOW))
+        ISS.encode(),
+        AUD.encode(),
+        int(NOW) + 60,
+        int(NOW),
+    )
     verified = check(sign(payload, RSA, kid="rsa"))
     assert verified.payload == payload
     assert verified.claims["big"] == 2**70
@@ -84,12 +101,21 @@ def test_maskinporten_policy_does_not_check_audience() -> None:
 
 # --- structure ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "token",
-    ["", "abc", "a.b", "a.b.c.d", "....", "eyJhbGciOiJSUzI1NiJ9..", "ey!.ey.sig", "a.b.c=",
-     "æøå.b.c"],
-    ids=["empty", "one-part", "two-parts", "four-parts", "dots", "empty-parts", "bad-alphabet",
-         "padding", "non-ascii"],
+    ["", "abc", "a.b", "a.b.c.d", "....", "eyJhbGciOiJSUzI1NiJ9..", "ey!.ey.sig", "a.b.c=", "æøå.b.c"],
+    ids=[
+        "empty",
+        "one-part",
+        "two-parts",
+        "four-parts",
+        "dots",
+        "empty-parts",
+        "bad-alphabet",
+        "padding",
+        "non-ascii",
+    ],
 )
 def test_structurally_broken_tokens_are_malformed(token: str) -> None:
     refused(token, errors.Malformed)
@@ -109,10 +135,30 @@ def test_oversized_token_is_refused_before_parsing() -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"[1,2]", b'"text"', b"123", b"null", b"{", b'{"a":1,"a":2}', b"\xff\xfe{}", b'{"n":NaN}',
-     b'{"n":1e400}', b"[" * 40 + b"]" * 40],
-    ids=["array", "string", "number", "null", "truncated", "duplicate-name", "bad-utf8", "nan",
-         "overflow", "deep-nesting"],
+    [
+        b"[1,2]",
+        b'"text"',
+        b"123",
+        b"null",
+        b"{",
+        b'{"a":1,"a":2}',
+        b"\xff\xfe{}",
+        b'{"n":NaN}',
+        b'{"n":1e400}',
+        b"[" * 40 + b"]" * 40,
+    ],
+    ids=[
+        "array",
+        "string",
+        "number",
+        "null",
+        "truncated",
+        "duplicate-name",
+        "bad-utf8",
+        "nan",
+        "overflow",
+        "deep-nesting",
+    ],
 )
 def test_payload_that_is_not_one_plain_json_object_is_malformed(payload: bytes) -> None:
     refused(sign(payload, RSA, kid="rsa"), errors.Malformed)
@@ -137,6 +183,7 @@ def test_nested_jwt_is_refused() -> None:
 
 # --- algorithm ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
 def test_alg_none_is_refused(alg: str) -> None:
     token = sign_raw({"alg": alg, "kid": "rsa"}, json.dumps(claims()).encode(), lambda m: b"")
@@ -147,8 +194,11 @@ def test_alg_none_is_refused(alg: str) -> None:
 def test_hmac_signed_with_the_public_key_is_refused(alg: str) -> None:
     secret = json.dumps(public_jwk(RSA, "rsa")).encode()
     digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
-    token = sign_raw({"alg": alg, "kid": "rsa"}, json.dumps(claims()).encode(),
-                     lambda m: hmac.new(secret, m, digest).digest())
+    token = sign_raw(
+        {"alg": alg, "kid": "rsa"},
+        json.dumps(claims()).encode(),
+        lambda m: hmac.new(secret, m, digest).digest(),
+    )
     assert "HMAC" in refused(token, errors.UnsupportedAlgorithm)
 
 
@@ -183,6 +233,7 @@ def test_eddsa_key_refuses_es256() -> None:
 
 # --- key selection and header keys ---------------------------------------------------------
 
+
 def test_token_without_kid_is_refused() -> None:
     assert "kid" in refused(sign(claims(), RSA, kid=None), errors.Malformed)
 
@@ -193,8 +244,11 @@ def test_kid_that_is_not_a_nonempty_string_is_malformed(kid: Any) -> None:
     refused(token, errors.Malformed)
 
 
-@pytest.mark.parametrize("kid", ["nope", "../../etc/passwd", "' OR 1=1 --", "k" * 5000],
-                         ids=["unknown", "path", "sql", "very-long"])
+@pytest.mark.parametrize(
+    "kid",
+    ["nope", "../../etc/passwd", "' OR 1=1 --", "k" * 5000],
+    ids=["unknown", "path", "sql", "very-long"],
+)
 def test_kid_not_in_the_key_set_is_unknown(kid: str) -> None:
     refused(sign(claims(), RSA, kid=kid), errors.UnknownKey)
 
@@ -213,8 +267,11 @@ def test_keys_named_by_the_header_are_never_trusted(member: str) -> None:
     refused(token, errors.BadSignature)
 
 
-@pytest.mark.parametrize("crit", [["exp"], ["b64"], ["http://example.com/ext"], []],
-                         ids=["registered-name", "b64", "private-name", "empty"])
+@pytest.mark.parametrize(
+    "crit",
+    [["exp"], ["b64"], ["http://example.com/ext"], []],
+    ids=["registered-name", "b64", "private-name", "empty"],
+)
 def test_crit_is_refused(crit: list[str]) -> None:
     header = {"alg": "RS256", "kid": "rsa", "crit": crit, "exp": 1, "b64": True, "http://example.com/ext": 1}
     token = sign_raw(header, json.dumps(claims()).encode(), rs256)
@@ -232,6 +289,7 @@ def rs256(message: bytes) -> bytes:
 
 # --- signature ---------------------------------------------------------------------------------
 
+
 def _tamper(token: str, part: int, data: dict[str, Any] | None = None) -> str:
     parts = token.split(".")
     if data is not None:
@@ -245,6 +303,7 @@ def _tamper(token: str, part: int, data: dict[str, Any] | None = None) -> str:
 
 def b64decode(s: str) -> bytes:
     import base64
+
     return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
 
@@ -258,7 +317,9 @@ def test_tampered_header_is_refused() -> None:
     refused(_tamper(token, 0, {"alg": "RS256", "kid": "rsa", "typ": "at+jwt"}), errors.BadSignature)
 
 
-@pytest.mark.parametrize(("alg", "key", "kid"), [("RS256", RSA, "rsa"), ("ES256", EC, "ec"), ("EdDSA", ED, "ed")])
+@pytest.mark.parametrize(
+    ("alg", "key", "kid"), [("RS256", RSA, "rsa"), ("ES256", EC, "ec"), ("EdDSA", ED, "ed")]
+)
 def test_tampered_signature_is_refused(alg: str, key: Any, kid: str) -> None:
     refused(_tamper(sign(claims(), key, alg=alg, kid=kid), 2), errors.BadSignature)
 
@@ -275,15 +336,21 @@ def test_ecdsa_zero_signature_is_refused() -> None:
 def test_ecdsa_der_signature_is_refused() -> None:
     private = EC.private_key
     assert isinstance(private, ec.EllipticCurvePrivateKey)
-    token = sign_raw({"alg": "ES256", "kid": "ec"}, json.dumps(claims()).encode(),
-                     lambda m: private.sign(m, ec.ECDSA(hashes.SHA256())))
+    token = sign_raw(
+        {"alg": "ES256", "kid": "ec"},
+        json.dumps(claims()).encode(),
+        lambda m: private.sign(m, ec.ECDSA(hashes.SHA256())),
+    )
     refused(token, errors.BadSignature)
 
 
 def test_rsa_signature_of_wrong_length_is_refused() -> None:
     private = RSA.private_key
-    token = sign_raw({"alg": "RS256", "kid": "rsa"}, json.dumps(claims()).encode(),
-                     lambda m: b"\x00" + private.sign(m, padding.PKCS1v15(), hashes.SHA256()))
+    token = sign_raw(
+        {"alg": "RS256", "kid": "rsa"},
+        json.dumps(claims()).encode(),
+        lambda m: b"\x00" + private.sign(m, padding.PKCS1v15(), hashes.SHA256()),
+    )
     refused(token, errors.BadSignature)
 
 
@@ -299,6 +366,7 @@ def test_non_canonical_signature_encoding_is_malformed() -> None:
 
 # --- claims ------------------------------------------------------------------------------------
 
+
 def test_wrong_issuer_is_refused() -> None:
     refused(sign(claims(iss="https://evil.example"), RSA, kid="rsa"), errors.WrongIssuer)
 
@@ -311,8 +379,11 @@ def test_non_string_issuer_is_refused() -> None:
     refused(sign(claims(iss=[ISS]), RSA, kid="rsa"), errors.WrongIssuer)
 
 
-@pytest.mark.parametrize("aud", ["other", ["other", "another"], [], "dev-gcp:team:app2"],
-                         ids=["string", "array", "empty-array", "prefix"])
+@pytest.mark.parametrize(
+    "aud",
+    ["other", ["other", "another"], [], "dev-gcp:team:app2"],
+    ids=["string", "array", "empty-array", "prefix"],
+)
 def test_wrong_audience_is_refused(aud: Any) -> None:
     refused(sign(claims(aud=aud), RSA, kid="rsa"), errors.WrongAudience)
 

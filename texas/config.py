@@ -36,14 +36,38 @@ class ProviderSpec:
 
 
 SPECS: tuple[ProviderSpec, ...] = (
-    ProviderSpec("idporten", "IDPORTEN_ENABLED", "IDPORTEN_AUDIENCE", "IDPORTEN_WELL_KNOWN_URL",
-                 "IDPORTEN_ISSUER", "IDPORTEN_JWKS_URI"),
-    ProviderSpec("maskinporten", "MASKINPORTEN_ENABLED", None, "MASKINPORTEN_WELL_KNOWN_URL",
-                 "MASKINPORTEN_ISSUER", "MASKINPORTEN_JWKS_URI"),
-    ProviderSpec("azuread", "AZURE_ENABLED", "AZURE_APP_CLIENT_ID", "AZURE_APP_WELL_KNOWN_URL",
-                 "AZURE_OPENID_CONFIG_ISSUER", "AZURE_OPENID_CONFIG_JWKS_URI"),
-    ProviderSpec("tokenx", "TOKEN_X_ENABLED", "TOKEN_X_CLIENT_ID", "TOKEN_X_WELL_KNOWN_URL",
-                 "TOKEN_X_ISSUER", "TOKEN_X_JWKS_URI"),
+    ProviderSpec(
+        "idporten",
+        "IDPORTEN_ENABLED",
+        "IDPORTEN_AUDIENCE",
+        "IDPORTEN_WELL_KNOWN_URL",
+        "IDPORTEN_ISSUER",
+        "IDPORTEN_JWKS_URI",
+    ),
+    ProviderSpec(
+        "maskinporten",
+        "MASKINPORTEN_ENABLED",
+        None,
+        "MASKINPORTEN_WELL_KNOWN_URL",
+        "MASKINPORTEN_ISSUER",
+        "MASKINPORTEN_JWKS_URI",
+    ),
+    ProviderSpec(
+        "azuread",
+        "AZURE_ENABLED",
+        "AZURE_APP_CLIENT_ID",
+        "AZURE_APP_WELL_KNOWN_URL",
+        "AZURE_OPENID_CONFIG_ISSUER",
+        "AZURE_OPENID_CONFIG_JWKS_URI",
+    ),
+    ProviderSpec(
+        "tokenx",
+        "TOKEN_X_ENABLED",
+        "TOKEN_X_CLIENT_ID",
+        "TOKEN_X_WELL_KNOWN_URL",
+        "TOKEN_X_ISSUER",
+        "TOKEN_X_JWKS_URI",
+    ),
 )
 PROVIDER_NAMES: tuple[str, ...] = tuple(s.name for s in SPECS)
 ALIASES: Mapping[str, str] = {"entra_id": "azuread"}
@@ -144,7 +168,9 @@ class Config:
         return next((p for p in self.providers if p.name == name), None)
 
 
-def _read_provider(spec: ProviderSpec, environ: Mapping[str, str], secrets_dir: Path) -> ProviderConfig | None:
+def _read_provider(
+    spec: ProviderSpec, environ: Mapping[str, str], secrets_dir: Path
+) -> ProviderConfig | None:
     values = {name: _value(name, environ, secrets_dir / spec.name) for name in spec.variables}
     enabled = (values[spec.enabled] or "false").lower()
     if enabled not in ("true", "false"):

@@ -56,8 +56,26 @@ _PASS_THROUGH = ("LOG_LEVEL", "LOG_FORMAT")
 
 # Claims that are strings by nature: "--claim pid=12345678901" must not become a number.
 STRING_CLAIMS = frozenset(
-    {"pid", "sub", "aud", "iss", "jti", "acr", "client_id", "client_orgno", "azp", "oid",
-     "tid", "NAVident", "idp", "scope", "scp", "sid", "name", "preferred_username"}
+    {
+        "pid",
+        "sub",
+        "aud",
+        "iss",
+        "jti",
+        "acr",
+        "client_id",
+        "client_orgno",
+        "azp",
+        "oid",
+        "tid",
+        "NAVident",
+        "idp",
+        "scope",
+        "scp",
+        "sid",
+        "name",
+        "preferred_username",
+    }
 )
 
 BANNER = "DEVELOPMENT MODE — not for production"
@@ -70,19 +88,28 @@ def configure_dev_parser(parser: argparse.ArgumentParser) -> None:
         f"maskinporten, azuread and tokenx. {BANNER}."
     )
     parser.add_argument(
-        "--bind", default=DEFAULT_BIND, metavar="HOST:PORT",
+        "--bind",
+        default=DEFAULT_BIND,
+        metavar="HOST:PORT",
         help=f"address of the introspection service (default {DEFAULT_BIND})",
     )
     parser.add_argument(
-        "--idp-bind", default=DEFAULT_IDP_BIND, metavar="HOST:PORT",
+        "--idp-bind",
+        default=DEFAULT_IDP_BIND,
+        metavar="HOST:PORT",
         help=f"address of the dev identity provider and its page (default {DEFAULT_IDP_BIND})",
     )
     parser.add_argument(
-        "--alg", choices=ALGORITHMS, default="RS256",
+        "--alg",
+        choices=ALGORITHMS,
+        default="RS256",
         help="signing algorithm of the dev keys (default RS256)",
     )
     parser.add_argument(
-        "--state-dir", type=Path, default=None, metavar="DIR",
+        "--state-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="keep the dev signing keys here (private, mode 0600) so tokens survive a restart; "
         "default: new keys in memory on every start",
     )
@@ -91,22 +118,37 @@ def configure_dev_parser(parser: argparse.ArgumentParser) -> None:
 def configure_token_parser(parser: argparse.ArgumentParser) -> None:
     """Options of `texas token`."""
     parser.description = "Mint a token at a running `texas dev` and print it."
-    parser.add_argument("provider", choices=(*PROVIDERS, *PROVIDER_ALIASES), metavar="PROVIDER",
-                        help=f"one of {', '.join(PROVIDERS)}")
     parser.add_argument(
-        "--claim", action="append", default=[], type=_claim, metavar="KEY=VALUE",
+        "provider",
+        choices=(*PROVIDERS, *PROVIDER_ALIASES),
+        metavar="PROVIDER",
+        help=f"one of {', '.join(PROVIDERS)}",
+    )
+    parser.add_argument(
+        "--claim",
+        action="append",
+        default=[],
+        type=_claim,
+        metavar="KEY=VALUE",
         help="set a claim; VALUE is read as JSON when it parses (numbers, arrays, objects), "
         "else as a string; pid and other identifiers stay strings; null leaves a claim out",
     )
     parser.add_argument("--level", help="the acr, e.g. idporten-loa-substantial")
-    parser.add_argument("--expires-in", type=int, metavar="SECONDS",
-                        help="lifetime in seconds (default 3600; negative for an expired token)")
     parser.add_argument(
-        "--idp-url", default=os.environ.get(IDP_URL_VARIABLE) or DEFAULT_IDP_URL, metavar="URL",
+        "--expires-in",
+        type=int,
+        metavar="SECONDS",
+        help="lifetime in seconds (default 3600; negative for an expired token)",
+    )
+    parser.add_argument(
+        "--idp-url",
+        default=os.environ.get(IDP_URL_VARIABLE) or DEFAULT_IDP_URL,
+        metavar="URL",
         help=f"the dev identity provider (default ${IDP_URL_VARIABLE} or {DEFAULT_IDP_URL})",
     )
-    parser.add_argument("--json", action="store_true",
-                        help="print the whole answer (token, header, claims) as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print the whole answer (token, header, claims) as JSON"
+    )
 
 
 def _claim(text: str) -> tuple[str, Any]:
@@ -157,10 +199,7 @@ def _bind_socket(host: str, port: int) -> socket.socket:
 
 def dev_service_environment(idp_url: str, bind: str, environ: dict[str, str]) -> dict[str, str]:
     """What `texas dev` hands to Config.from_env: dev defaults, tuning, the dev providers."""
-    passed = {
-        k: v for k, v in environ.items()
-        if k in _PASS_THROUGH or k.startswith(_PASS_THROUGH_PREFIXES)
-    }
+    passed = {k: v for k, v in environ.items() if k in _PASS_THROUGH or k.startswith(_PASS_THROUGH_PREFIXES)}
     return {**DEV_DEFAULTS, **passed, **dev_environment(idp_url), "BIND_ADDRESS": bind}
 
 
@@ -219,17 +258,18 @@ async def _run_dev(args: argparse.Namespace) -> int:
         return 2
     logs.configure(config.log_level, config.log_format)
 
-    runner = web.AppRunner(create_devidp_app(idp, f"{service_url}/api/v1/introspect"),
-                           access_log=None)
+    runner = web.AppRunner(create_devidp_app(idp, f"{service_url}/api/v1/introspect"), access_log=None)
     await runner.setup()
     try:
         await web.SockSite(runner, sock).start()
         print(_instructions(service_url, idp, idp_url), flush=True)
-        log.warning("%s: the embedded identity provider at %s signs any token asked for",
-                    BANNER, idp_url)
+        log.warning("%s: the embedded identity provider at %s signs any token asked for", BANNER, idp_url)
         if idp_host not in ("127.0.0.1", "::1", "localhost"):
-            log.warning("the dev identity provider listens on %s, beyond this machine: anyone "
-                        "who reaches it can mint tokens that this texas accepts", args.idp_bind)
+            log.warning(
+                "the dev identity provider listens on %s, beyond this machine: anyone "
+                "who reaches it can mint tokens that this texas accepts",
+                args.idp_bind,
+            )
         await serve(config, dev=True)
     except OSError as e:
         print(f"texas dev: cannot serve on {args.bind}: {e.strerror or e}", file=sys.stderr)
@@ -263,7 +303,9 @@ def run_token(args: argparse.Namespace) -> int:
         body["expires_in"] = args.expires_in
     url = f"{args.idp_url.rstrip('/')}/{provider}/token"
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST",
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
         headers={"Content-Type": "application/json", "Accept": "application/json"},
     )
     # No proxies: the dev IdP is local, and an HTTP_PROXY in the shell must not intercept it.
@@ -276,8 +318,11 @@ def run_token(args: argparse.Namespace) -> int:
         return 1
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        print(f"texas token: cannot reach the dev identity provider at {args.idp_url} "
-              f"({reason}); is `texas dev` running?", file=sys.stderr)
+        print(
+            f"texas token: cannot reach the dev identity provider at {args.idp_url} "
+            f"({reason}); is `texas dev` running?",
+            file=sys.stderr,
+        )
         return 1
     except ValueError:
         print(f"texas token: {url} did not answer JSON", file=sys.stderr)

@@ -106,9 +106,7 @@ def generate_key(alg: str) -> Key:
         key = OKPKey.generate_key("Ed25519", auto_kid=False)
     else:
         raise DevIdpError(f"Unsupported algorithm {alg!r}; choose one of {', '.join(ALGORITHMS)}.")
-    return import_key(
-        key.as_dict(private=True) | {"kid": key.thumbprint(), "alg": alg, "use": "sig"}
-    )
+    return import_key(key.as_dict(private=True) | {"kid": key.thumbprint(), "alg": alg, "use": "sig"})
 
 
 def _b64(data: bytes) -> str:
@@ -136,9 +134,7 @@ class DevIdentityProvider:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if alg not in ALGORITHMS:
-            raise DevIdpError(
-                f"Unsupported algorithm {alg!r}; choose one of {', '.join(ALGORITHMS)}."
-            )
+            raise DevIdpError(f"Unsupported algorithm {alg!r}; choose one of {', '.join(ALGORITHMS)}.")
         self.base_url = base_url.rstrip("/")
         self.alg = alg
         self.state_dir = state_dir
@@ -161,7 +157,7 @@ class DevIdentityProvider:
 
     def rotate(self) -> str:
         """Sign with a new key from now on; tokens signed before still verify until expiry."""
-        self._keys = [generate_key(self.alg), *self._keys[: MAX_OLD_KEYS]]
+        self._keys = [generate_key(self.alg), *self._keys[:MAX_OLD_KEYS]]
         self._save()
         return self.current_kid
 
@@ -288,9 +284,7 @@ class DevIdentityProvider:
     ) -> MintedToken:
         """Sign a token: defaults, then `level` as `acr`, then `claims` (null removes one)."""
         if provider not in PROVIDERS:
-            raise DevIdpError(
-                f"Unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}."
-            )
+            raise DevIdpError(f"Unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}.")
         if expires_in is None:
             expires_in = DEFAULT_EXPIRES_IN
         if isinstance(expires_in, bool) or not isinstance(expires_in, int):
@@ -399,9 +393,7 @@ async def _token(request: web.Request) -> web.Response:
         claims = data.get("claims") or {}
         if not isinstance(claims, dict):
             raise DevIdpError("claims must be a JSON object.")
-        minted = request.app[IDP_KEY].mint(
-            provider, claims, data.get("level"), data.get("expires_in")
-        )
+        minted = request.app[IDP_KEY].mint(provider, claims, data.get("level"), data.get("expires_in"))
     except DevIdpError as e:
         return _error(400, str(e))
     return web.json_response(minted.as_dict(), headers={"Cache-Control": "no-store"})
@@ -417,9 +409,7 @@ async def _config(request: web.Request) -> web.Response:
     idp = request.app[IDP_KEY]
     return web.json_response(
         {
-            "providers": [
-                {"name": p, "issuer": idp.issuer(p), "audience": AUDIENCES[p]} for p in PROVIDERS
-            ],
+            "providers": [{"name": p, "issuer": idp.issuer(p), "audience": AUDIENCES[p]} for p in PROVIDERS],
             "levels": list(LEVELS),
             "default_pid": DEFAULT_PID,
             "default_expires_in": DEFAULT_EXPIRES_IN,
@@ -467,9 +457,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
-def create_devidp_app(
-    idp: DevIdentityProvider, introspect_url: str | None = None
-) -> web.Application:
+def create_devidp_app(idp: DevIdentityProvider, introspect_url: str | None = None) -> web.Application:
     """The dev IdP as an aiohttp app; `introspect_url` is the service's introspection URL."""
     app = web.Application()
     app[IDP_KEY] = idp

@@ -107,7 +107,9 @@ class Verdict:
 class Introspector:
     """The verdict for one request, given the providers and the verified-token cache."""
 
-    def __init__(self, providers: Providers, cache: TokenCache, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, providers: Providers, cache: TokenCache, clock: Callable[[], float] = time.time
+    ) -> None:
         self.providers = providers
         self.cache = cache
         self.clock = clock

@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -219,10 +219,10 @@ class RemoteJwks:
         self._confirm(response.headers)
         return "200"
 
-    def _confirm(self, headers: aiohttp.typedefs.LooseHeaders) -> None:
+    def _confirm(self, headers: Mapping[str, str]) -> None:
         self._confirmed_at = self._clock()
         self._confirmed_wall = self._wall_clock()
-        self._max_age = _max_age(headers.get("Cache-Control", ""))  # type: ignore[union-attr]
+        self._max_age = _max_age(headers.get("Cache-Control", ""))
         telemetry.set_jwks_state(self.provider, len(self._snapshot or ()), self._confirmed_wall)
 
     def _failed(self, trigger: str, reason: str) -> bool:

@@ -152,21 +152,22 @@ def prepare_key(entry: object, known: Mapping[bytes, PreparedKey] | None = None)
 
     if not all(isinstance(v, str) and v for v in public.values()):
         raise JwksError(f"the {kty} key's public members are missing or not strings")
+    members: dict[str, str | list[str]] = {k: str(v) for k, v in public.items()}
     fingerprint = orjson.dumps({"kid": kid, "algs": allowed, **public}, option=orjson.OPT_SORT_KEYS)
     if known and fingerprint in known:
         return known[fingerprint]
 
     if kty == "RSA":
-        bits = _modulus_bits(public["n"])  # before import: joserfc only warns about small keys
+        bits = _modulus_bits(str(public["n"]))  # before import: joserfc only warns about small keys
         if bits < MIN_RSA_BITS:
             raise JwksError(f"RSA key of {bits} bits; at least {MIN_RSA_BITS} are required")
     try:
         if kty == "RSA":
-            key: RSAKey | ECKey | OKPKey = RSAKey.import_key(public)
+            key: RSAKey | ECKey | OKPKey = RSAKey.import_key(members)
         elif kty == "EC":
-            key = ECKey.import_key(public)
+            key = ECKey.import_key(members)
         else:
-            key = OKPKey.import_key(public)
+            key = OKPKey.import_key(members)
     except JoseError as e:
         raise JwksError(f"the key does not import ({type(e).__name__})") from None
     except (ValueError, TypeError):

@@ -26,8 +26,7 @@ def normalise(level: str) -> str:
         return _CANONICAL[level]
     except (KeyError, TypeError):
         raise BadRequest(
-            "The requested level is not one of idporten-loa-substantial, idporten-loa-high, "
-            "Level3 or Level4."
+            "The requested level is not one of idporten-loa-substantial, idporten-loa-high, Level3 or Level4."
         ) from None
 
 

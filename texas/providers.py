@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class Provider:
-    def __init__(self, config: ProviderConfig, session: aiohttp.ClientSession, settings: JwksSettings,
-                 leeway: float) -> None:
+    def __init__(
+        self, config: ProviderConfig, session: aiohttp.ClientSession, settings: JwksSettings, leeway: float
+    ) -> None:
         self.name = config.name
         self.config = config
         self._session = session

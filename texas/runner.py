@@ -33,8 +33,14 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 
 
 class DrainingRunner(web.AppRunner):
-    def __init__(self, app: web.Application, *, access_log: bool = False,
-                 drain_seconds: float = DRAIN_SECONDS, **kwargs: object) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        access_log: bool = False,
+        drain_seconds: float = DRAIN_SECONDS,
+        **kwargs: object,
+    ) -> None:
         # Off, aiohttp skips the access logger entirely: a JSON line and a write per request
         # cost about as much as the rest of a cached verdict (see bench/README.md).
         kwargs.setdefault("access_log_class", logs.AccessLogger)

@@ -33,8 +33,10 @@ async def serve(config: Config, *, dev: bool = False, stop: asyncio.Event | None
         address = config.bind_address
         await web.TCPSite(runner, address.host, address.port, reuse_address=True).start()
         if dev:
-            log.warning("DEVELOPMENT MODE: tokens come from the embedded dev identity provider; "
-                        "never run `texas dev` in production")
+            log.warning(
+                "DEVELOPMENT MODE: tokens come from the embedded dev identity provider; "
+                "never run `texas dev` in production"
+            )
         log.info("texas listening on http://%s", address)
         await stop.wait()
         log.info("shutting down: no new connections; answering requests in flight")
@@ -43,4 +45,3 @@ async def serve(config: Config, *, dev: bool = False, stop: asyncio.Event | None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("texas stopped")
-

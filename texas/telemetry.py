@@ -24,6 +24,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from prometheus_client.multiprocess import MultiProcessCollector
 
 INTROSPECTIONS = Counter(
@@ -159,8 +160,8 @@ def _staleness(families: Iterable[Metric], now: float) -> Metric:
     return out
 
 
-class _Snapshot:
-    """A registry-shaped holder of already-collected families, for `generate_latest`."""
+class _Collected(Collector):
+    """Families collected already, handed to `generate_latest` through a registry."""
 
     def __init__(self, families: list[Metric]) -> None:
         self._families = families
@@ -174,12 +175,14 @@ def render() -> bytes:
     mode."""
     if multiprocess_enabled():
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         families = list(registry.collect())
     else:
         families = list(REGISTRY.collect())
     families.append(_staleness(families, time.time()))
-    return generate_latest(_Snapshot(families))  # type: ignore[arg-type]
+    output = CollectorRegistry(auto_describe=False)
+    output.register(_Collected(families))
+    return generate_latest(output)
 
 
 def mark_process_dead(pid: int) -> None:
@@ -187,4 +190,4 @@ def mark_process_dead(pid: int) -> None:
     if multiprocess_enabled():
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -19,7 +19,7 @@ import binascii
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -321,7 +321,9 @@ def _b64decode(segment: bytes, part: str) -> bytes:
     if len(segment) % 4 == 1 or b"+" in segment or b"/" in segment or b"=" in segment:
         raise Malformed(f"The token's {part} is not base64url.")
     try:
-        return binascii.a2b_base64(segment.translate(_TO_STANDARD) + b"=" * (-len(segment) % 4), strict_mode=True)
+        return binascii.a2b_base64(
+            segment.translate(_TO_STANDARD) + b"=" * (-len(segment) % 4), strict_mode=True
+        )
     except binascii.Error:
         raise Malformed(f"The token's {part} is not base64url.") from None
 
@@ -386,6 +388,7 @@ def _depth(value: Any) -> int:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(node, dict):
             children = node.values()
         elif isinstance(node, list):
