@@ -269,3 +269,25 @@ async def test_metrics_count_verdicts(texas, token) -> None:
 
 async def test_unknown_path_is_404(texas) -> None:
     assert (await texas.get("/nope")).status == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"identity_provider": "idporten", "token": "a.b.c", "token": "x.y.z"}',
+        b'{"identity_provider": "idporten", "token": "a.b.c", "\\u0074oken": "x.y.z"}',
+        b'{"identity_provider": "idporten", "identity_provider": "tokenx", "token": "a.b.c"}',
+    ],
+    ids=["token-twice", "token-twice-escaped", "provider-twice"],
+)
+async def test_json_body_repeating_a_field_is_a_bad_request(texas, body: bytes) -> None:
+    response = await texas.post("/api/v1/introspect", data=body, headers={"Content-Type": "application/json"})
+    answer = await response.json()
+    assert_inactive(answer, "bad_request")
+    assert "repeats the field" in answer["error"]
+
+
+async def test_escaped_names_that_do_not_repeat_are_fine(texas, token) -> None:
+    body = b'{"identity_provider": "idporten", "\\u0074oken": "%s"}' % token().encode()
+    response = await texas.post("/api/v1/introspect", data=body, headers={"Content-Type": "application/json"})
+    assert (await response.json())["active"] is True

@@ -11,6 +11,7 @@ gunicorn's aiohttp worker.
 from __future__ import annotations
 
 import asyncio
+import gc
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -50,6 +51,13 @@ class DrainingRunner(web.AppRunner):
             kwargs.setdefault(name, value)
         super().__init__(app, **kwargs)  # type: ignore[arg-type]
         self._drain_seconds = drain_seconds
+
+    async def setup(self) -> None:
+        await super().setup()
+        # Everything made at start-up (modules, keys, the app) lives as long as the process:
+        # freezing it keeps the collector from walking it again on every full collection,
+        # which otherwise shows as 10 ms pauses at p99 under new-token load.
+        gc.freeze()
 
     async def cleanup(self) -> None:
         lifecycle = self.app.get(LIFECYCLE)
