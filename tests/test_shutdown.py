@@ -87,7 +87,7 @@ async def texas_serve(tmp_path: Path, issuer: FakeIssuer, **env: str) -> AsyncIt
 async def refused(port: int) -> bool:
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):  # reset: caught in the closing backlog
         return True
     writer.close()
     with contextlib.suppress(ConnectionError):
