@@ -92,8 +92,8 @@ def entry(body_size: int = 900) -> Entry:
     return Entry(body=b"x" * body_size, key=None, times=Times(2e9, 1e9, None), acr=None)  # type: ignore[arg-type]
 
 
-def key(n: int) -> tuple[str, bytes]:
-    return "idporten", hashlib.sha256(str(n).encode()).digest()
+def key(n: int) -> bytes:
+    return TokenCache.key("idporten", str(n))
 
 
 def test_bounded_in_entries_oldest_leave_first() -> None:
@@ -124,7 +124,7 @@ def test_size_zero_turns_the_cache_off() -> None:
     assert cache.get(key(1)) is None and len(cache) == 0
 
 
-def test_key_is_a_digest_of_the_exact_token() -> None:
-    provider, digest = TokenCache.key("idporten", "a.b.c")
-    assert provider == "idporten" and digest == hashlib.sha256(b"a.b.c").digest()
+def test_key_is_a_digest_of_the_provider_and_the_exact_token() -> None:
+    assert TokenCache.key("idporten", "a.b.c") == hashlib.sha256(b"idporten\0a.b.c").digest()
     assert TokenCache.key("idporten", "a.b.c ") != TokenCache.key("idporten", "a.b.c")
+    assert TokenCache.key("tokenx", "a.b.c") != TokenCache.key("idporten", "a.b.c")

@@ -9,7 +9,7 @@ check runs per request. Bounded in entries and in bytes; oldest entries leave fi
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import telemetry
 from .keys import PreparedKey
@@ -21,8 +21,7 @@ DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 _ENTRY_OVERHEAD = 400
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """What a hit needs, and no more: the claims live on only inside `body`."""
 
     body: bytes  # the active answer, ready to send
@@ -35,7 +34,7 @@ class TokenCache:
     def __init__(self, max_entries: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._entries: dict[tuple[str, bytes], Entry] = {}
+        self._entries: dict[bytes, Entry] = {}
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -46,17 +45,19 @@ class TokenCache:
         return self._bytes
 
     @staticmethod
-    def key(provider: str, token: str) -> tuple[str, bytes]:
-        return provider, hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+    def key(provider: str, token: str) -> bytes:
+        """SHA-256 of the provider's name and the token: a cryptographic digest, so no token
+        can be made to collide with another's entry."""
+        return hashlib.sha256(f"{provider}\0{token}".encode("utf-8", "surrogatepass")).digest()
 
-    def get(self, key: tuple[str, bytes]) -> Entry | None:
+    def get(self, key: bytes) -> Entry | None:
         if self.max_entries == 0:
             return None
         entry = self._entries.get(key)
         telemetry.inc_token_cache(entry is not None)
         return entry
 
-    def put(self, key: tuple[str, bytes], entry: Entry) -> None:
+    def put(self, key: bytes, entry: Entry) -> None:
         if self.max_entries == 0 or len(entry.body) + _ENTRY_OVERHEAD > self.max_bytes:
             return
         self._remove(key)
@@ -66,11 +67,11 @@ class TokenCache:
             self._remove(next(iter(self._entries)))  # the oldest
         telemetry.set_token_cache_entries(len(self._entries))
 
-    def discard(self, key: tuple[str, bytes]) -> None:
+    def discard(self, key: bytes) -> None:
         if self._remove(key):
             telemetry.set_token_cache_entries(len(self._entries))
 
-    def _remove(self, key: tuple[str, bytes]) -> bool:
+    def _remove(self, key: bytes) -> bool:
         entry = self._entries.pop(key, None)
         if entry is None:
             return False

@@ -53,14 +53,15 @@ class PreparedKey:
 class KeySnapshot:
     """The usable keys of one JWKS at one moment, by `kid`."""
 
-    __slots__ = ("_by_kid", "size")
+    __slots__ = ("_all", "_by_kid", "size")
 
     def __init__(self, keys: Iterable[PreparedKey] = ()) -> None:
         by_kid: dict[str, tuple[PreparedKey, ...]] = {}
         for key in keys:
             by_kid[key.kid] = (*by_kid.get(key.kid, ()), key)
         self._by_kid = by_kid
-        self.size = sum(len(v) for v in by_kid.values())
+        self._all = frozenset(k for v in by_kid.values() for k in v)  # PreparedKey hashes by identity
+        self.size = len(self._all)
 
     def __len__(self) -> int:
         return self.size
@@ -77,7 +78,7 @@ class KeySnapshot:
 
     def holds(self, key: PreparedKey) -> bool:
         """True while exactly this key object is in the set (cache entries check this)."""
-        return any(k is key for k in self._by_kid.get(key.kid, ()))
+        return key in self._all
 
 
 def parse_jwks(document: bytes, previous: KeySnapshot | None = None, *, source: str = "") -> KeySnapshot:

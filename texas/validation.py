@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from joserfc.errors import JoseError
 
@@ -58,8 +58,7 @@ class Policy:
     leeway: float
 
 
-@dataclass(frozen=True, slots=True)
-class Compact:
+class Compact(NamedTuple):
     """A split token whose header has passed step 2; nothing is verified yet."""
 
     header: Mapping[str, Any]
@@ -70,8 +69,7 @@ class Compact:
     signature: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Times:
+class Times(NamedTuple):
     """A token's time claims, well-formed; checked again on every verified-token cache hit."""
 
     exp: float
@@ -87,8 +85,7 @@ class Times:
             raise IssuedInFuture("The token's issue time (iat) is in the future.")
 
 
-@dataclass(frozen=True, slots=True)
-class Verified:
+class Verified(NamedTuple):
     """A token whose signature and claims hold."""
 
     claims: Mapping[str, Any]
