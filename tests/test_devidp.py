@@ -41,9 +41,9 @@ from texas.devidp import (
     STATE_FILE,
     DevIdentityProvider,
     DevIdpError,
-    create_devidp_app,
     dev_environment,
 )
+from texas.devidp_http import create_devidp_app
 
 REPO = Path(__file__).resolve().parent.parent
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}

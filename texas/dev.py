@@ -30,9 +30,9 @@ from .devidp import (
     PROVIDERS,
     DevIdentityProvider,
     DevIdpError,
-    create_devidp_app,
     dev_environment,
 )
+from .devidp_http import create_devidp_app
 
 log = logging.getLogger(__name__)
 

@@ -5,16 +5,7 @@ or account can mint real signed tokens and see texas accept them. The service is
 through the same discovery URLs it uses in production (see `dev_environment`), so what is
 exercised is the production code path, not a shortcut.
 
-HTTP API (all JSON):
-
-    GET  /{provider}/.well-known/openid-configuration
-    GET  /{provider}/jwks                 public keys only, each with kid, alg and use
-    POST /{provider}/token                {"claims": {...}, "level": "...", "expires_in": 3600}
-                                          (all optional; a claim set to null is left out)
-    POST /rotate                          new signing key; the previous ones stay published
-    GET  /api/config                      providers, issuers, audiences (for the page)
-    POST /api/introspect                  forwarded to the service, so the page needs no CORS
-    GET  /                                the page; its files are under /static/
+Its HTTP face is texas/devidp_http.py.
 
 This is never started by `texas serve`: nothing here is safe for production.
 """
@@ -28,13 +19,11 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import aiohttp
-from aiohttp import web
 from joserfc import jwt
 from joserfc.jwk import ECKey, Key, OKPKey, RSAKey, import_key
 
@@ -68,8 +57,6 @@ _AZURE_TENANT = "acfbc716-b79c-4fbd-939e-99a79206b01b"
 _AZURE_OID = "f2904ab8-650b-48ef-b49b-554841cc8e11"
 _AZURE_GROUP = "cebab19d-0a01-45d1-8b57-0003bf2dec4b"
 _MASKINPORTEN_CLIENT = "2f6b4c1e-8a43-4d5e-9c0b-7e1d3a5f9b20"
-
-_STATIC_DIR = Path(__file__).parent / "static"
 
 
 class DevIdpError(ValueError):
@@ -335,141 +322,3 @@ def dev_environment(base_url: str) -> dict[str, str]:
         "TOKEN_X_WELL_KNOWN_URL": well_known("tokenx"),
         "TOKEN_X_CLIENT_ID": AUDIENCES["tokenx"],
     }
-
-
-# HTTP
-
-IDP_KEY = web.AppKey("devidp", DevIdentityProvider)
-INTROSPECT_URL_KEY = web.AppKey("devidp_introspect_url", str)
-SESSION_KEY = web.AppKey("devidp_session", aiohttp.ClientSession)
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
-def _provider(request: web.Request) -> str:
-    provider = request.match_info["provider"]
-    if provider not in PROVIDERS:
-        raise web.HTTPNotFound(
-            text=json.dumps({"error": f"Unknown provider; choose one of {', '.join(PROVIDERS)}."}),
-            content_type="application/json",
-        )
-    return provider
-
-
-async def _discovery(request: web.Request) -> web.Response:
-    return web.json_response(request.app[IDP_KEY].discovery(_provider(request)))
-
-
-async def _jwks(request: web.Request) -> web.Response:
-    _provider(request)
-    body = json.dumps(request.app[IDP_KEY].jwks()).encode()
-    # An ETag lets the service's conditional fetches (304) run against the dev IdP too.
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if etag in request.headers.get("If-None-Match", ""):
-        return web.Response(status=304, headers=headers)
-    return web.Response(body=body, content_type="application/jwk-set+json", headers=headers)
-
-
-async def _read_json_object(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError as e:
-        raise DevIdpError("The request body is not valid JSON.") from e
-    if not isinstance(data, dict):
-        raise DevIdpError("The request body must be a JSON object.")
-    return data
-
-
-async def _token(request: web.Request) -> web.Response:
-    provider = _provider(request)
-    try:
-        data = await _read_json_object(request)
-        claims = data.get("claims") or {}
-        if not isinstance(claims, dict):
-            raise DevIdpError("claims must be a JSON object.")
-        minted = request.app[IDP_KEY].mint(provider, claims, data.get("level"), data.get("expires_in"))
-    except DevIdpError as e:
-        return _error(400, str(e))
-    return web.json_response(minted.as_dict(), headers={"Cache-Control": "no-store"})
-
-
-async def _rotate(request: web.Request) -> web.Response:
-    idp = request.app[IDP_KEY]
-    idp.rotate()
-    return web.json_response({"kid": idp.current_kid, "published": idp.kids})
-
-
-async def _config(request: web.Request) -> web.Response:
-    idp = request.app[IDP_KEY]
-    return web.json_response(
-        {
-            "providers": [{"name": p, "issuer": idp.issuer(p), "audience": AUDIENCES[p]} for p in PROVIDERS],
-            "levels": list(LEVELS),
-            "default_pid": DEFAULT_PID,
-            "default_expires_in": DEFAULT_EXPIRES_IN,
-            "alg": idp.alg,
-            "kid": idp.current_kid,
-            "introspect_url": request.app.get(INTROSPECT_URL_KEY),
-        }
-    )
-
-
-async def _introspect(request: web.Request) -> web.Response:
-    url = request.app.get(INTROSPECT_URL_KEY)
-    if not url:
-        return _error(503, "No texas service is attached to this dev identity provider.")
-    body = await request.read()
-    content_type = request.headers.get("Content-Type", "application/json")
-    try:
-        async with request.app[SESSION_KEY].post(
-            url, data=body, headers={"Content-Type": content_type}
-        ) as resp:
-            answer = await resp.read()
-            return web.Response(
-                body=answer,
-                status=resp.status,
-                content_type=resp.content_type or "application/json",
-            )
-    except (aiohttp.ClientError, TimeoutError):
-        return _error(502, f"The texas service at {url} did not answer.")
-
-
-async def _index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(
-        _STATIC_DIR / "index.html",
-        headers={
-            "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
-            "Cache-Control": "no-cache",
-        },
-    )
-
-
-async def _client_session(app: web.Application) -> AsyncIterator[None]:
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-    app[SESSION_KEY] = session
-    yield
-    await session.close()
-
-
-def create_devidp_app(idp: DevIdentityProvider, introspect_url: str | None = None) -> web.Application:
-    """The dev IdP as an aiohttp app; `introspect_url` is the service's introspection URL."""
-    app = web.Application()
-    app[IDP_KEY] = idp
-    if introspect_url:
-        app[INTROSPECT_URL_KEY] = introspect_url
-    app.cleanup_ctx.append(_client_session)
-    app.router.add_get("/", _index)
-    app.router.add_static("/static/", _STATIC_DIR)
-    app.router.add_get("/api/config", _config)
-    app.router.add_post("/api/introspect", _introspect)
-    app.router.add_post("/rotate", _rotate)
-    app.router.add_get("/{provider}/.well-known/openid-configuration", _discovery)
-    app.router.add_get("/{provider}/jwks", _jwks)
-    app.router.add_post("/{provider}/token", _token)
-    return app

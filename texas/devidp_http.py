@@ -1,0 +1,171 @@
+"""The dev identity provider over HTTP (see devidp.py for what it is and why).
+
+All JSON:
+
+    GET  /{provider}/.well-known/openid-configuration
+    GET  /{provider}/jwks                 public keys only, each with kid, alg and use
+    POST /{provider}/token                {"claims": {...}, "level": "...", "expires_in": 3600}
+                                          (all optional; a claim set to null is left out)
+    POST /rotate                          new signing key; the previous ones stay published
+    GET  /api/config                      providers, issuers, audiences (for the page)
+    POST /api/introspect                  forwarded to the service, so the page needs no CORS
+    GET  /                                the page; its files are under /static/
+
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from .devidp import (
+    AUDIENCES,
+    DEFAULT_EXPIRES_IN,
+    DEFAULT_PID,
+    LEVELS,
+    PROVIDERS,
+    DevIdentityProvider,
+    DevIdpError,
+)
+
+STATIC_DIR = Path(__file__).parent / "static"
+IDP_KEY = web.AppKey("devidp", DevIdentityProvider)
+INTROSPECT_URL_KEY = web.AppKey("devidp_introspect_url", str)
+SESSION_KEY = web.AppKey("devidp_session", aiohttp.ClientSession)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _provider(request: web.Request) -> str:
+    provider = request.match_info["provider"]
+    if provider not in PROVIDERS:
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"Unknown provider; choose one of {', '.join(PROVIDERS)}."}),
+            content_type="application/json",
+        )
+    return provider
+
+
+async def _discovery(request: web.Request) -> web.Response:
+    return web.json_response(request.app[IDP_KEY].discovery(_provider(request)))
+
+
+async def _jwks(request: web.Request) -> web.Response:
+    _provider(request)
+    body = json.dumps(request.app[IDP_KEY].jwks()).encode()
+    # An ETag lets the service's conditional fetches (304) run against the dev IdP too.
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type="application/jwk-set+json", headers=headers)
+
+
+async def _read_json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise DevIdpError("The request body is not valid JSON.") from e
+    if not isinstance(data, dict):
+        raise DevIdpError("The request body must be a JSON object.")
+    return data
+
+
+async def _token(request: web.Request) -> web.Response:
+    provider = _provider(request)
+    try:
+        data = await _read_json_object(request)
+        claims = data.get("claims") or {}
+        if not isinstance(claims, dict):
+            raise DevIdpError("claims must be a JSON object.")
+        minted = request.app[IDP_KEY].mint(provider, claims, data.get("level"), data.get("expires_in"))
+    except DevIdpError as e:
+        return _error(400, str(e))
+    return web.json_response(minted.as_dict(), headers={"Cache-Control": "no-store"})
+
+
+async def _rotate(request: web.Request) -> web.Response:
+    idp = request.app[IDP_KEY]
+    idp.rotate()
+    return web.json_response({"kid": idp.current_kid, "published": idp.kids})
+
+
+async def _config(request: web.Request) -> web.Response:
+    idp = request.app[IDP_KEY]
+    return web.json_response(
+        {
+            "providers": [{"name": p, "issuer": idp.issuer(p), "audience": AUDIENCES[p]} for p in PROVIDERS],
+            "levels": list(LEVELS),
+            "default_pid": DEFAULT_PID,
+            "default_expires_in": DEFAULT_EXPIRES_IN,
+            "alg": idp.alg,
+            "kid": idp.current_kid,
+            "introspect_url": request.app.get(INTROSPECT_URL_KEY),
+        }
+    )
+
+
+async def _introspect(request: web.Request) -> web.Response:
+    url = request.app.get(INTROSPECT_URL_KEY)
+    if not url:
+        return _error(503, "No texas service is attached to this dev identity provider.")
+    body = await request.read()
+    content_type = request.headers.get("Content-Type", "application/json")
+    try:
+        async with request.app[SESSION_KEY].post(
+            url, data=body, headers={"Content-Type": content_type}
+        ) as resp:
+            answer = await resp.read()
+            return web.Response(
+                body=answer,
+                status=resp.status,
+                content_type=resp.content_type or "application/json",
+            )
+    except (aiohttp.ClientError, TimeoutError):
+        return _error(502, f"The texas service at {url} did not answer.")
+
+
+async def _index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(
+        STATIC_DIR / "index.html",
+        headers={
+            "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+            "Cache-Control": "no-cache",
+        },
+    )
+
+
+async def _client_session(app: web.Application) -> AsyncIterator[None]:
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+    app[SESSION_KEY] = session
+    yield
+    await session.close()
+
+
+def create_devidp_app(idp: DevIdentityProvider, introspect_url: str | None = None) -> web.Application:
+    """The dev IdP as an aiohttp app; `introspect_url` is the service's introspection URL."""
+    app = web.Application()
+    app[IDP_KEY] = idp
+    if introspect_url:
+        app[INTROSPECT_URL_KEY] = introspect_url
+    app.cleanup_ctx.append(_client_session)
+    app.router.add_get("/", _index)
+    app.router.add_static("/static/", STATIC_DIR)
+    app.router.add_get("/api/config", _config)
+    app.router.add_post("/api/introspect", _introspect)
+    app.router.add_post("/rotate", _rotate)
+    app.router.add_get("/{provider}/.well-known/openid-configuration", _discovery)
+    app.router.add_get("/{provider}/jwks", _jwks)
+    app.router.add_post("/{provider}/token", _token)
+    return app
