@@ -36,7 +36,7 @@ class TokenCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         # OrderedDict, not dict: evicting the oldest of a plain dict (next(iter(d))) walks over
-        # every slot deleted before it, which under new-token load cost ~70 µs a request.
+        # the slots deleted before it; a full cache's put took 4.7 µs that way, 2.5 µs this way.
         self._entries: OrderedDict[bytes, Entry] = OrderedDict()
         self._bytes = 0
 
