@@ -648,3 +648,24 @@ def test_texas_token_without_a_running_idp_says_so(capsys: pytest.CaptureFixture
     assert dev.run_token(args) == 1
     err = capsys.readouterr().err
     assert "is `texas dev` running?" in err
+
+
+async def test_rotate_every_rotates_while_running() -> None:
+    idp = DevIdentityProvider("http://127.0.0.1:1", "ES256")
+    first = idp.current_kid
+    task = dev._rotate_every(idp, 0.05)
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if idp.current_kid != first:
+                break
+        assert idp.current_kid != first
+        assert first in {k["kid"] for k in idp.jwks()["keys"]}, "the old key stays published"
+    finally:
+        task.cancel()
+
+
+def test_rotate_every_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    args = argparse.Namespace(rotate_every=0.0)
+    assert dev.run_dev(args) == 2
+    assert "--rotate-every" in capsys.readouterr().err

@@ -7,23 +7,23 @@ import asyncio
 import os
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from . import logs
 from .config import Config
 from .errors import ConfigError
 
 EXIT_CONFIG = 2
+T = TypeVar("T")
 
 
-def run_async(main: Coroutine[Any, Any, None]) -> None:
+def run_async(main: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop when it is installed (it is a dependency on Linux), else asyncio."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def serve(args: argparse.Namespace) -> int:

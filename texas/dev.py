@@ -113,6 +113,14 @@ def configure_dev_parser(parser: argparse.ArgumentParser) -> None:
         help="keep the dev signing keys here (private, mode 0600) so tokens survive a restart; "
         "default: new keys in memory on every start",
     )
+    parser.add_argument(
+        "--rotate-every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="rotate the signing key this often, to watch texas pick up new keys "
+        "(the page's button and POST /rotate do it once)",
+    )
 
 
 def configure_token_parser(parser: argparse.ArgumentParser) -> None:
@@ -270,7 +278,12 @@ async def _run_dev(args: argparse.Namespace) -> int:
                 "who reaches it can mint tokens that this texas accepts",
                 args.idp_bind,
             )
-        await serve(config, dev=True)
+        rotating = _rotate_every(idp, args.rotate_every) if args.rotate_every else None
+        try:
+            await serve(config, dev=True)
+        finally:
+            if rotating is not None:
+                rotating.cancel()
     except OSError as e:
         print(f"texas dev: cannot serve on {args.bind}: {e.strerror or e}", file=sys.stderr)
         return 1
@@ -279,16 +292,24 @@ async def _run_dev(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate_every(idp: DevIdentityProvider, seconds: float) -> asyncio.Task[None]:
+    async def rotate() -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            log.info("rotated the dev signing key: now kid %s", idp.rotate())
+
+    return asyncio.create_task(rotate(), name="devidp-rotation")
+
+
 def run_dev(args: argparse.Namespace) -> int:
     """`texas dev`: blocks until SIGINT/SIGTERM; returns the exit code."""
+    from .cli import run_async  # the loop `texas serve` runs on
+
+    if args.rotate_every is not None and args.rotate_every <= 0:
+        print("texas dev: --rotate-every needs a positive number of seconds", file=sys.stderr)
+        return 2
     try:
-        import uvloop  # the loop `texas serve` runs on, when installed
-    except ImportError:
-        run = asyncio.run
-    else:
-        run = uvloop.run
-    try:
-        return run(_run_dev(args))
+        return run_async(_run_dev(args))
     except KeyboardInterrupt:
         return 0
 
