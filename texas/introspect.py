@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import time
 import zlib
 from collections.abc import Callable
@@ -23,8 +22,6 @@ from .cache import Entry, TokenCache
 from .errors import BadRequest, KeysUnavailable, TokenError
 from .providers import Provider, Providers
 from .validation import Verified, peek_issuer, split, verify_compact
-
-log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 _FIELDS = ("identity_provider", "token", "level")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,9 +66,8 @@ class KeySnapshot:
     def __len__(self) -> int:
         return self.size
 
-    def __iter__(self) -> Any:
-        for keys in self._by_kid.values():
-            yield from keys
+    def __iter__(self) -> Iterator[PreparedKey]:
+        return iter(self._all)
 
     def has_kid(self, kid: str) -> bool:
         return kid in self._by_kid

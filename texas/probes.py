@@ -46,11 +46,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    response = web.Response(body=telemetry.render())
-    response.content_type = "text/plain"
-    response.charset = "utf-8"
-    response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
-    return response
+    return web.Response(
+        body=telemetry.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+    )
 
 
 async def openapi(request: web.Request) -> web.Response:

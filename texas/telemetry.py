@@ -5,7 +5,7 @@ fetch triggers), never from request or token content.
 
 Under gunicorn, prometheus-client's multiprocess mode is switched on by
 PROMETHEUS_MULTIPROC_DIR (deploy/gunicorn.conf.py sets it); gauges then say how they are
-combined across workers, and dead workers are cleaned up by `mark_process_dead`.
+combined across workers; gunicorn's child_exit hook (deploy/) drops dead workers' files.
 """
 
 from __future__ import annotations
@@ -183,11 +183,3 @@ def render() -> bytes:
     output = CollectorRegistry(auto_describe=False)
     output.register(_Collected(families))
     return generate_latest(output)
-
-
-def mark_process_dead(pid: int) -> None:
-    """Drop a dead worker's live gauges (called from gunicorn's child_exit hook)."""
-    if multiprocess_enabled():
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
