@@ -43,14 +43,8 @@ def summarise(
             mine = [r for r in valid if r["target"] == target and r["workload"] == workload]
             if not mine:
                 continue
-            entry: dict[str, Any] = {
-                m: spread([r[m] for r in mine if r.get(m) is not None]) for m in METRICS
-            }
-            pairs = [
-                (r, ceiling[r["round"], workload])
-                for r in mine
-                if (r["round"], workload) in ceiling
-            ]
+            entry: dict[str, Any] = {m: spread([r[m] for r in mine if r.get(m) is not None]) for m in METRICS}
+            pairs = [(r, ceiling[r["round"], workload]) for r in mine if (r["round"], workload) in ceiling]
             entry["rps_ratio"] = spread([r["rps"] / c["rps"] for r, c in pairs])
             entry["p99_ratio"] = spread([r["p99_ms"] / c["p99_ms"] for r, c in pairs])
             summary[workload][target] = entry
@@ -108,15 +102,11 @@ def table(
         widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
         lines.append(f"\n{workload}: {WORKLOAD_TITLES.get(workload, workload)}")
         for row in rows:
-            lines.append(
-                "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-            )
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     for target, message in failures.items():
         lines.append(f"\n{target} was not measured: {message}")
     for run in invalid:
-        lines.append(
-            f"\nround {run['round']} {run['workload']} {run['target']}: left out, {run['why']}"
-        )
+        lines.append(f"\nround {run['round']} {run['workload']} {run['target']}: left out, {run['why']}")
     return "\n".join(lines)
 
 

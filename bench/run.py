@@ -108,9 +108,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="size of the 'new' token pool (default: duration x 16000 x workers)",
     )
-    p.add_argument(
-        "--seen-tokens", type=int, default=8, help="distinct tokens cycled in the 'seen' workload"
-    )
+    p.add_argument("--seen-tokens", type=int, default=8, help="distinct tokens cycled in the 'seen' workload")
     p.add_argument("--server-cpus", help="CPU list for the targets, e.g. 0 or 0-3")
     p.add_argument("--wrk-cpus", help="CPU list for wrk (and this script, the JWKS server)")
     p.add_argument("--wrk-threads", type=int, default=0, help="default: one per wrk CPU, max 4")
@@ -297,9 +295,7 @@ def start_jwks(key_path: Path, log_dir: Path) -> tuple[subprocess.Popen[bytes], 
 # -- one run -----------------------------------------------------------------------------
 
 
-def wrk(
-    binary: str, args: argparse.Namespace, port: int, bodies: Path, seconds: int
-) -> dict[str, Any]:
+def wrk(binary: str, args: argparse.Namespace, port: int, bodies: Path, seconds: int) -> dict[str, Any]:
     threads = args.wrk_threads
     argv = [
         binary,
@@ -519,9 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"WARNING: --nice {args.nice} not applied ({error.strerror})", flush=True)
         (tmp / "secrets").mkdir()
         jwks, jwks_uri = start_jwks(key_path, tmp)
-        setup = Setup(
-            ISSUER, AUDIENCE, jwks_uri, tmp / "secrets", tmp, server_cpus, args.gunicorn_workers
-        )
+        setup = Setup(ISSUER, AUDIENCE, jwks_uri, tmp / "secrets", tmp, server_cpus, args.gunicorn_workers)
         try:
             for rnd in range(args.rounds):
                 for workload in rotate(args.workloads, rnd):
@@ -571,9 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.json").write_bytes(
-        orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n"
-    )
+    (args.out / "latest.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
     others = [r["other_cpu_cores"] for r in runs if r.get("other_cpu_cores") is not None]
     if others:
         cpu_note += f"; other work used median {statistics.median(others):.2f} cores"

@@ -110,11 +110,7 @@ class Issuer:
 
 def environment(issuer: Issuer, port: int) -> dict[str, str]:
     """The NAIS variables for all four providers, with explicit issuer and JWKS URI."""
-    env = {
-        name: os.environ[name]
-        for name in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")
-        if name in os.environ
-    }
+    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "VIRTUAL_ENV") if name in os.environ}
     env.update(BIND_ADDRESS=f"127.0.0.1:{port}", LOG_LEVEL="WARNING", LOG_FORMAT="text")
     for provider, (prefix, audience) in PROVIDERS.items():
         env[f"{prefix}_ENABLED"] = "true"
@@ -290,9 +286,7 @@ async def worker(
         shot = traffic.next()
         started = time.perf_counter()
         try:
-            async with session.post(
-                url, data=shot.body, headers={"Content-Type": shot.content_type}
-            ) as r:
+            async with session.post(url, data=shot.body, headers={"Content-Type": shot.content_type}) as r:
                 raw = await r.read()
                 status = r.status
         except (TimeoutError, aiohttp.ClientError) as e:
@@ -431,9 +425,7 @@ async def soak(args: argparse.Namespace) -> bool:
             limiter = Limiter(args.rate)
             url = f"{base_url}/api/v1/introspect"
             await asyncio.gather(
-                report(
-                    session, base_url, server.pid, started, deadline, args.interval, totals, window
-                ),
+                report(session, base_url, server.pid, started, deadline, args.interval, totals, window),
                 *(
                     worker(session, url, traffic, limiter, deadline, totals, window)
                     for _ in range(args.concurrency)
@@ -453,9 +445,7 @@ async def soak(args: argparse.Namespace) -> bool:
     return summary(totals, args.duration, warmup, fetches, cache, exit_code)
 
 
-async def wait_ready(
-    session: aiohttp.ClientSession, base_url: str, server: subprocess.Popen[bytes]
-) -> None:
+async def wait_ready(session: aiohttp.ClientSession, base_url: str, server: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -480,16 +470,10 @@ def _free_port() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--duration", type=float, default=300, help="seconds of traffic (default 300)"
-    )
+    parser.add_argument("--duration", type=float, default=300, help="seconds of traffic (default 300)")
     parser.add_argument("--concurrency", type=int, default=8, help="client workers (default 8)")
-    parser.add_argument(
-        "--rate", type=float, default=0, help="requests per second in all (0: no cap)"
-    )
-    parser.add_argument(
-        "--interval", type=float, default=10, help="seconds between reports (default 10)"
-    )
+    parser.add_argument("--rate", type=float, default=0, help="requests per second in all (0: no cap)")
+    parser.add_argument("--interval", type=float, default=10, help="seconds between reports (default 10)")
     parser.add_argument(
         "--warmup",
         type=float,

@@ -149,7 +149,7 @@ def on_starting(server: typing.Any) -> None:
 def child_exit(server: typing.Any, worker: typing.Any) -> None:
     """Drop a dead worker's live gauges (in-flight, keys held, last success) from the sums."""
     # Imported here, not at the top: the master must not load prometheus_client before the
-    # metrics directory is in the environment (and not texas.telemetry, whose module-level
+    # metrics directory is in the environment (and not texas.ops.telemetry, whose module-level
     # gauges would give the master files of its own).
     from prometheus_client import multiprocess
 

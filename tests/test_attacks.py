@@ -42,8 +42,8 @@ from joserfc.jws import JWSRegistry
 
 from tests.support import FakeIssuer, b64, claims_for, make_key, public_jwk, sign_raw
 from texas.errors import REASONS
-from texas.introspect import MAX_BODY_BYTES
-from texas.validation import MAX_JSON_DEPTH, MAX_TIME, MAX_TOKEN_BYTES
+from texas.introspection.handler import MAX_BODY_BYTES
+from texas.introspection.validation import MAX_JSON_DEPTH, MAX_TIME, MAX_TOKEN_BYTES
 
 LEEWAY = 60
 SLACK = 5  # seconds between "inside the leeway" and "just past it"; generous for slow CI

@@ -8,10 +8,10 @@ from typing import Any
 
 from tests.conftest import introspect
 from tests.support import FakeIssuer, claims_for, make_key, public_jwk, sign
-from texas import telemetry
-from texas.cache import Entry, TokenCache
-from texas.introspect import INTROSPECTOR
-from texas.validation import Times
+from texas.introspection.cache import Entry, TokenCache
+from texas.introspection.handler import INTROSPECTOR
+from texas.introspection.validation import Times
+from texas.ops import telemetry
 
 
 def hits_and_misses() -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """deploy/: the files parse, the gunicorn config sets what it should, the health check works
 against a real server, and every metric the alerts and the dashboard query is one texas
-exports (names taken from texas.telemetry itself, not from a list kept by hand)."""
+exports (names taken from texas.ops.telemetry itself, not from a list kept by hand)."""
 
 import asyncio
 import collections.abc
@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import unused_port
 from prometheus_client import REGISTRY
 
-from texas import telemetry
+from texas.ops import telemetry
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

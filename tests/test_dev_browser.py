@@ -24,8 +24,8 @@ from pytest_aiohttp import AiohttpServer
 
 from texas.app import create_app
 from texas.config import Config
-from texas.devidp import DevIdentityProvider, dev_environment
-from texas.devidp_http import create_devidp_app
+from texas.devidp.http import create_devidp_app
+from texas.devidp.issuer import DevIdentityProvider, dev_environment
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser")) if p), None)
 

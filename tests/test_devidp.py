@@ -31,8 +31,9 @@ from joserfc.errors import BadSignatureError, InvalidKeyIdError
 from joserfc.jwk import KeySet
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from texas import dev
-from texas.devidp import (
+from texas.devidp import command as dev
+from texas.devidp.http import create_devidp_app
+from texas.devidp.issuer import (
     ALGORITHMS,
     AUDIENCES,
     DEFAULT_PID,
@@ -43,7 +44,6 @@ from texas.devidp import (
     DevIdpError,
     dev_environment,
 )
-from texas.devidp_http import create_devidp_app
 
 REPO = Path(__file__).resolve().parent.parent
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}

@@ -2,8 +2,8 @@
 
 Hypothesis makes tokens, valid and mutated (flipped bits in any part, parts swapped between
 two tokens, claims and header members changed, removed or retyped, another alg or kid,
-another signer) and both implementations judge each one: texas.validation.verify with a
-KeySnapshot from texas.keys.parse_jwks, and jwt.decode with an explicit algorithm list per
+another signer) and both implementations judge each one: texas.introspection.validation.verify with a
+KeySnapshot from texas.introspection.keys.parse_jwks, and jwt.decode with an explicit algorithm list per
 key, required exp/iat/iss/aud, the issuer, the audience and the same leeway. They must agree
 on active versus inactive.
 
@@ -34,8 +34,8 @@ from hypothesis import strategies as st
 
 from tests.support import b64, make_key, public_jwk, sign_raw
 from texas.errors import TokenError
-from texas.keys import parse_jwks
-from texas.validation import MAX_TIME, Policy, verify
+from texas.introspection.keys import parse_jwks
+from texas.introspection.validation import MAX_TIME, Policy, verify
 
 ISS = "https://issuer.example/idporten"
 AUD = "dev-gcp:team:app"

@@ -9,7 +9,7 @@ import pytest
 from joserfc import errors as jose_errors
 
 from texas import errors
-from texas.validation import translate_jose_error
+from texas.introspection.validation import translate_jose_error
 
 CONTRACT_REASONS = {
     "bad_request",

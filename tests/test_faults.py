@@ -211,7 +211,7 @@ async def test_a_reset_connection_costs_one_upstream_request(make_texas: Start, 
 
 
 async def test_kid_longer_than_any_key_id_costs_no_fetch(make_texas: Start, issuer: TimedIssuer) -> None:
-    from texas.keys import MAX_KID_LENGTH
+    from texas.introspection.keys import MAX_KID_LENGTH
 
     client = await make_texas((P,), TEXAS_JWKS_MIN_REFRESH_SECONDS="0.5")
     await asyncio.sleep(0.55)

@@ -37,7 +37,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import PROVIDERS, FakeIssuer, claims_for, environment, make_key, sign
-from texas import telemetry
+from texas.ops import telemetry
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "deploy" / "gunicorn.conf.py"

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import introspect
 from tests.support import FakeIssuer, claims_for, make_key, public_jwk, sign
 from texas.app import PROVIDERS
-from texas.jwks import JwksSettings, RemoteJwks, _max_age
+from texas.introspection.jwks import JwksSettings, RemoteJwks, _max_age
 
 KEY1 = public_jwk(make_key("RS256", "key-1"), "key-1")
 KEY2 = public_jwk(make_key("RS256", "key-2"), "key-2")

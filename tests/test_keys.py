@@ -12,7 +12,7 @@ from joserfc.jwk import OctKey, RSAKey
 
 from tests.support import make_key, public_jwk
 from texas.errors import JwksError
-from texas.keys import parse_jwks
+from texas.introspection.keys import parse_jwks
 
 RSA = public_jwk(make_key("RS256", "rsa"), "rsa")
 EC = public_jwk(make_key("ES256", "ec"), "ec")

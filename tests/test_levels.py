@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from texas import levels
 from texas.errors import BadRequest, InsufficientLevel
+from texas.introspection import levels
 
 
 @pytest.mark.parametrize(

@@ -24,9 +24,10 @@ import aiohttp
 import pytest
 
 from tests.support import FakeIssuer, claims_for, environment, make_key, sign
-from texas import logs, server
+from texas import server
 from texas.config import Config
 from texas.errors import ConfigError
+from texas.ops import logs
 
 REQUIRED = ("time", "level", "logger", "message")
 RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -238,7 +239,7 @@ async def test_lines_logged_inside_a_request_carry_its_request_id(
         ):
             assert (await r.json())["reason"] == "unknown_key"
     entries = parse(read_lines(capsys))
-    failures = [e for e in entries if e["logger"] == "texas.jwks" and e["level"] == "warning"]
+    failures = [e for e in entries if e["logger"] == "texas.introspection.jwks" and e["level"] == "warning"]
     assert failures, entries
     assert {e.get("request_id") for e in failures} == {"req-unknown-kid"}
     startup = [e for e in entries if e["logger"] == "texas.app"]

@@ -19,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TexasFactory, introspect
 from tests.support import PROVIDERS, FakeIssuer, claims_for, make_key, public_jwk, sign
-from texas import telemetry
 from texas.config import PROVIDER_NAMES
 from texas.errors import REASONS
+from texas.ops import telemetry
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

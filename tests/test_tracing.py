@@ -17,9 +17,9 @@ from aiohttp import web
 
 from tests.conftest import introspect
 from tests.support import FakeIssuer, claims_for, environment, make_key, sign
-from texas import tracing
 from texas.app import create_app
 from texas.config import Config
+from texas.ops import tracing
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -46,7 +46,7 @@ def test_the_endpoint_without_opentelemetry_adds_nothing_and_says_so(
     for name in ("opentelemetry", "opentelemetry.trace", "opentelemetry.propagate"):
         monkeypatch.setitem(sys.modules, name, None)  # as if the extra were not installed
     monkeypatch.setenv(tracing.ENDPOINT_VARIABLE, "http://127.0.0.1:4318")
-    with caplog.at_level(logging.WARNING, logger="texas.tracing"):
+    with caplog.at_level(logging.WARNING, logger="texas.ops.tracing"):
         app = create_app(config)
     assert list(app.middlewares) == []
     assert "pip install 'texas[otel]'" in caplog.text

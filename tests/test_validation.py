@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 from tests.support import b64, claims_for, make_key, public_jwk, sign, sign_raw
 from texas import errors
-from texas.keys import KeySnapshot, prepare_key
-from texas.validation import MAX_TOKEN_BYTES, Policy, peek_issuer, verify
+from texas.introspection.keys import KeySnapshot, prepare_key
+from texas.introspection.validation import MAX_TOKEN_BYTES, Policy, peek_issuer, verify
 
 ISS = "https://issuer.example/idporten"
 AUD = "dev-gcp:team:app"

@@ -12,14 +12,15 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from . import introspect, logs, probes, telemetry, tracing
-from .cache import TokenCache
-from .config import Config
-from .errors import BadRequest
-from .introspect import INTROSPECTOR, Introspector
-from .probes import Handler
-from .providers import Providers
-from .runner import LIFECYCLE, DrainingRunner, Lifecycle
+from texas.config import Config
+from texas.errors import BadRequest
+from texas.introspection import handler
+from texas.introspection.cache import TokenCache
+from texas.introspection.handler import INTROSPECTOR, Introspector
+from texas.introspection.providers import Providers
+from texas.ops import logs, probes, telemetry, tracing
+from texas.ops.probes import Handler
+from texas.runner import LIFECYCLE, DrainingRunner, Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 PROVIDERS = probes.PROVIDERS
 DEV_MODE = probes.DEV_MODE
 INTROSPECT_PATH = "/api/v1/introspect"
-_INTERNAL_ERROR = introspect.inactive_body(BadRequest("The service failed to handle the request."))
+_INTERNAL_ERROR = handler.inactive_body(BadRequest("The service failed to handle the request."))
 
 
 def observed(route: str, handler: Handler) -> Handler:
@@ -84,7 +85,7 @@ def _not_found_for_the_rest(app: web.Application) -> None:
 
 def create_app(config: Config, *, dev: bool = False) -> web.Application:
     """The service: introspection plus probes and metrics."""
-    app = web.Application(client_max_size=introspect.MAX_BODY_BYTES)
+    app = web.Application(client_max_size=handler.MAX_BODY_BYTES)
     app[CONFIG] = config
     app[DEV_MODE] = dev
     app[LIFECYCLE] = Lifecycle()
@@ -92,7 +93,7 @@ def create_app(config: Config, *, dev: bool = False) -> web.Application:
     app.cleanup_ctx.append(_providers)
     if config.probe_bind_address is not None:
         app.cleanup_ctx.append(_probe_listener)
-    route(app, "POST", INTROSPECT_PATH, introspect.handle)
+    route(app, "POST", INTROSPECT_PATH, handler.handle)
     route(app, "GET", "/openapi.yaml", probes.openapi)
     probes.add_routes(app, route)
     _not_found_for_the_rest(app)

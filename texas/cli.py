@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
-from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
-from . import logs
-from .config import Config
-from .errors import ConfigError
+from texas.config import Config
+from texas.errors import ConfigError
+from texas.ops import logs
 
 EXIT_CONFIG = 2
-T = TypeVar("T")
-
-
-def run_async(main: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when it is installed (it is a dependency on Linux), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 def serve(args: argparse.Namespace) -> int:
-    from . import server
+    from texas import server
 
     try:
         config = Config.from_env(os.environ)
@@ -35,12 +23,12 @@ def serve(args: argparse.Namespace) -> int:
         print(f"texas: configuration error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(config.log_level, config.log_format)
-    run_async(server.serve(config))
+    server.run_async(server.serve(config))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import dev
+    from texas.devidp import command as dev
 
     parser = argparse.ArgumentParser(prog="texas", description="Token introspection as a service.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from texas.errors import ConfigError
 
 DEFAULT_SECRETS_DIR = Path("/var/run/secrets/nais.io")
 

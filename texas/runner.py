@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from . import logs
+from texas.ops import logs
 
 DRAIN_SECONDS = 2.0
 # texas decodes request bodies itself (introspect.py): aiohttp's parser would answer an

@@ -10,14 +10,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from aiohttp import web
 
-from .app import create_app
-from .config import Config
-from .runner import DrainingRunner
+from texas.app import create_app
+from texas.config import Config
+from texas.runner import DrainingRunner
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop when it is installed (it is a dependency on Linux), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 async def serve(config: Config, *, dev: bool = False, stop: asyncio.Event | None = None) -> None:

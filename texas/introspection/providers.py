@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from . import telemetry
-from .config import ALIASES, PROVIDER_NAMES, Config, ProviderConfig
-from .errors import JwksError, ProviderDisabled, UnknownProvider
-from .jwks import JwksSettings, RemoteJwks, read_limited
-from .validation import Policy
+from texas.config import ALIASES, PROVIDER_NAMES, Config, ProviderConfig
+from texas.errors import JwksError, ProviderDisabled, UnknownProvider
+from texas.introspection.jwks import JwksSettings, RemoteJwks, read_limited
+from texas.introspection.validation import Policy
+from texas.ops import telemetry
 
 log = logging.getLogger(__name__)
 

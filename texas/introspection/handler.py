@@ -17,11 +17,12 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
-from . import levels, telemetry
-from .cache import Entry, TokenCache
-from .errors import BadRequest, KeysUnavailable, TokenError
-from .providers import Provider, Providers
-from .validation import Verified, peek_issuer, split, verify_compact
+from texas.errors import BadRequest, KeysUnavailable, TokenError
+from texas.introspection import levels
+from texas.introspection.cache import Entry, TokenCache
+from texas.introspection.providers import Provider, Providers
+from texas.introspection.validation import Verified, peek_issuer, split, verify_compact
+from texas.ops import telemetry
 
 MAX_BODY_BYTES = 1024 * 1024
 _FIELDS = ("identity_provider", "token", "level")

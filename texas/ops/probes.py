@@ -9,8 +9,8 @@ from importlib import resources
 import orjson
 from aiohttp import web
 
-from . import telemetry
-from .providers import Providers
+from texas.introspection.providers import Providers
+from texas.ops import telemetry
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 from joserfc.errors import JoseError
 
-from .errors import (
+from texas.errors import (
     BadSignature,
     Expired,
     InvalidClaim,
@@ -40,7 +40,7 @@ from .errors import (
     WrongAudience,
     WrongIssuer,
 )
-from .keys import ALGORITHMS, MAX_KID_LENGTH, KeySnapshot, PreparedKey
+from texas.introspection.keys import ALGORITHMS, MAX_KID_LENGTH, KeySnapshot, PreparedKey
 
 MAX_TOKEN_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32

@@ -31,7 +31,7 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from .errors import TexasError
+from texas.errors import TexasError
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -12,9 +12,9 @@ import hashlib
 from collections import OrderedDict
 from typing import NamedTuple
 
-from . import telemetry
-from .keys import PreparedKey
-from .validation import Times
+from texas.introspection.keys import PreparedKey
+from texas.introspection.validation import Times
+from texas.ops import telemetry
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 # Per entry beyond its body: dict slot, key tuple and digest, Entry and Times objects (measured

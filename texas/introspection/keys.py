@@ -20,7 +20,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
-from .errors import JwksError
+from texas.errors import JwksError
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from . import telemetry
-from .errors import JwksError
-from .keys import KeySnapshot, parse_jwks
+from texas.errors import JwksError
+from texas.introspection.keys import KeySnapshot, parse_jwks
+from texas.ops import telemetry
 
 log = logging.getLogger(__name__)
 

@@ -25,14 +25,14 @@ from typing import Any
 
 from aiohttp import web
 
-from .devidp import (
+from texas.devidp.http import create_devidp_app
+from texas.devidp.issuer import (
     ALGORITHMS,
     PROVIDERS,
     DevIdentityProvider,
     DevIdpError,
     dev_environment,
 )
-from .devidp_http import create_devidp_app
 
 log = logging.getLogger(__name__)
 
@@ -234,10 +234,10 @@ Try it:
 
 
 async def _run_dev(args: argparse.Namespace) -> int:
-    from . import logs
-    from .config import Config
-    from .errors import ConfigError
-    from .server import serve
+    from texas.config import Config
+    from texas.errors import ConfigError
+    from texas.ops import logs
+    from texas.server import serve
 
     try:
         idp_host, idp_port = _address(args.idp_bind, "--idp-bind")
@@ -303,7 +303,7 @@ def _rotate_every(idp: DevIdentityProvider, seconds: float) -> asyncio.Task[None
 
 def run_dev(args: argparse.Namespace) -> int:
     """`texas dev`: blocks until SIGINT/SIGTERM; returns the exit code."""
-    from .cli import run_async  # the loop `texas serve` runs on
+    from texas.server import run_async  # the loop `texas serve` runs on
 
     if args.rotate_every is not None and args.rotate_every <= 0:
         print("texas dev: --rotate-every needs a positive number of seconds", file=sys.stderr)

@@ -6,7 +6,7 @@ apps from before 2023 say `Level3` and `Level4` for the same two levels.
 
 from __future__ import annotations
 
-from .errors import BadRequest, InsufficientLevel
+from texas.errors import BadRequest, InsufficientLevel
 
 SUBSTANTIAL = "idporten-loa-substantial"
 HIGH = "idporten-loa-high"

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from .devidp import (
+from texas.devidp.issuer import (
     AUDIENCES,
     DEFAULT_EXPIRES_IN,
     DEFAULT_PID,

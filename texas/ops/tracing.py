@@ -27,9 +27,9 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import logs
-from .errors import REASONS
-from .introspect import INTROSPECTOR, Introspector, IntrospectRequest, Verdict
+from texas.errors import REASONS
+from texas.introspection.handler import INTROSPECTOR, Introspector, IntrospectRequest, Verdict
+from texas.ops import logs
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class _Tracing:
         self.tracer: Any = None
 
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
-        from . import __version__
+        from texas import __version__
 
         provider = self._given if self._given is not None else _provider_from_env()
         self.tracer = provider.get_tracer("texas", __version__)

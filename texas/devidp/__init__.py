@@ -1,0 +1,1 @@
+"""The development identity provider behind `texas dev`: tokens, keys, grants and its page."""
