@@ -1,21 +1,30 @@
-"""Test parts: real keys, real signatures, a real local issuer over HTTP.
+"""Test parts: real keys, real signatures, a real local issuer over HTTP, texas under gunicorn.
 
 `FakeIssuer` is a small aiohttp app that plays one or more identity providers: a discovery
 document and a JWKS per provider, which a test can change (rotate, remove, break, slow down)
 while counting every fetch. `sign` makes compact JWS with joserfc, including ones no honest
-issuer would make, for the attack tests.
+issuer would make, for the attack tests. `running_gunicorn` runs texas as deployed:
+`gunicorn -c deploy/gunicorn.conf.py texas.app:create_app_from_env` with two workers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -36,6 +45,10 @@ AUDIENCE_VARIABLE = {
     "tokenx": "TOKEN_X_CLIENT_ID",
 }
 PREFIX = {"idporten": "IDPORTEN", "maskinporten": "MASKINPORTEN", "azuread": "AZURE", "tokenx": "TOKEN_X"}
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
+WORKERS = 2
 
 
 @functools.cache
@@ -225,3 +238,102 @@ def environment(
             env[f"{prefix}_JWKS_URI"] = issuer.jwks_uri(p)
     env.update(extra)
     return env
+
+
+# --- texas under gunicorn ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Gunicorn:
+    """A gunicorn master started by a test, its output in files, its metrics in a folder."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    out: Path
+    err: Path
+    metrics_dir: Path
+
+    def lines(self) -> list[str]:
+        return [line for line in self.out.read_text().splitlines() if line.strip()]
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def booted(self) -> list[int]:
+        return [int(m) for m in re.findall(r"Booting worker with pid: (\d+)", self.out.read_text())]
+
+    def ready_workers(self) -> int:
+        """Workers whose app finished start-up (each logs one line per provider)."""
+        return sum('enabled: keys loaded"' in line for line in self.lines()) // len(PROVIDERS)
+
+    async def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.process.poll() is None, f"gunicorn exited while waiting for {what}:\n{self.tail()}"
+            assert time.monotonic() < deadline, f"no {what} within {timeout} s:\n{self.tail()}"
+            await asyncio.sleep(0.05)
+
+    def tail(self) -> str:
+        return "\n".join(self.lines()[-15:]) + "\n" + self.stderr()[-2000:]
+
+
+def gunicorn_env(tmp_path: Path, **env: str) -> dict[str, str]:
+    metrics = tmp_path / "metrics"
+    metrics.mkdir(exist_ok=True)
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("TEXAS_", "OTEL_", "PROMETHEUS_"))}
+    return {
+        **keep,
+        "WEB_CONCURRENCY": str(WORKERS),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+        **env,
+    }
+
+
+@contextlib.contextmanager
+def spawn(tmp_path: Path, env: dict[str, str]) -> Iterator[Gunicorn]:
+    out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    with out.open("wb") as o, err.open("wb") as e:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(GUNICORN_CONF.relative_to(ROOT)),
+                "texas.app:create_app_from_env",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=o,
+            stderr=e,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        yield Gunicorn(
+            process,
+            f"http://{env.get('BIND_ADDRESS', '')}",
+            out,
+            err,
+            Path(env["PROMETHEUS_MULTIPROC_DIR"]),
+        )
+    finally:
+        if process.poll() is None:  # a failed test: take down the master and its workers
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def running_gunicorn(tmp_path: Path, environ: Mapping[str, str]) -> AsyncIterator[Gunicorn]:
+    """gunicorn with WORKERS workers and `environ` (BIND_ADDRESS included), once every worker
+    has loaded the keys of all four providers."""
+    with spawn(tmp_path, gunicorn_env(tmp_path, **environ)) as g:
+        await g.wait_for(lambda: g.ready_workers() >= WORKERS, f"{WORKERS} ready workers")
+        yield g

@@ -16,15 +16,11 @@ import contextlib
 import json
 import os
 import random
-import re
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,114 +32,39 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import PROVIDERS, FakeIssuer, claims_for, environment, make_key, sign
+from tests.support import (
+    GUNICORN_CONF,
+    PROVIDERS,
+    WORKERS,
+    FakeIssuer,
+    Gunicorn,
+    claims_for,
+    environment,
+    free_port,
+    gunicorn_env,
+    make_key,
+    running_gunicorn,
+    sign,
+    spawn,
+)
 from texas.ops import telemetry
 
-ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "deploy" / "gunicorn.conf.py"
-WORKERS = 2
 PID = "29017612345"
 INTROSPECT = "/api/v1/introspect"
 
-pytestmark = pytest.mark.skipif(not CONF.exists(), reason="deploy/gunicorn.conf.py is not written yet")
+pytestmark = pytest.mark.skipif(
+    not GUNICORN_CONF.exists(), reason="deploy/gunicorn.conf.py is not written yet"
+)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 Outcome = tuple[str, str]  # (provider, outcome): the labels of texas_introspections_total
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Gunicorn:
-    """A gunicorn master started by a test, its output in files, its metrics in a folder."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    out: Path
-    err: Path
-    metrics_dir: Path
-
-    def lines(self) -> list[str]:
-        return [line for line in self.out.read_text().splitlines() if line.strip()]
-
-    def stderr(self) -> str:
-        return self.err.read_text()
-
-    def booted(self) -> list[int]:
-        return [int(m) for m in re.findall(r"Booting worker with pid: (\d+)", self.out.read_text())]
-
-    def ready_workers(self) -> int:
-        """Workers whose app finished start-up (each logs one line per provider)."""
-        return sum('enabled: keys loaded"' in line for line in self.lines()) // len(PROVIDERS)
-
-    async def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert self.process.poll() is None, f"gunicorn exited while waiting for {what}:\n{self.tail()}"
-            assert time.monotonic() < deadline, f"no {what} within {timeout} s:\n{self.tail()}"
-            await asyncio.sleep(0.05)
-
-    def tail(self) -> str:
-        return "\n".join(self.lines()[-15:]) + "\n" + self.stderr()[-2000:]
-
-
-def gunicorn_env(tmp_path: Path, **env: str) -> dict[str, str]:
-    metrics = tmp_path / "metrics"
-    metrics.mkdir(exist_ok=True)
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("TEXAS_", "OTEL_", "PROMETHEUS_"))}
-    return {
-        **keep,
-        "WEB_CONCURRENCY": str(WORKERS),
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
-        **env,
-    }
-
-
-@contextlib.contextmanager
-def spawn(tmp_path: Path, env: dict[str, str]) -> Iterator[Gunicorn]:
-    out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
-    with out.open("wb") as o, err.open("wb") as e:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                str(CONF.relative_to(ROOT)),
-                "texas.app:create_app_from_env",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=o,
-            stderr=e,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        yield Gunicorn(
-            process,
-            f"http://{env.get('BIND_ADDRESS', '')}",
-            out,
-            err,
-            Path(env["PROMETHEUS_MULTIPROC_DIR"]),
-        )
-    finally:
-        if process.poll() is None:  # a failed test: take down the master and its workers
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-
-
 @contextlib.asynccontextmanager
 async def running(tmp_path: Path, issuer: FakeIssuer, **env: str) -> AsyncIterator[Gunicorn]:
     address = f"127.0.0.1:{free_port()}"
-    full = gunicorn_env(tmp_path, **environment(issuer, BIND_ADDRESS=address, TEXAS_ACCESS_LOG="true", **env))
-    with spawn(tmp_path, full) as g:
-        await g.wait_for(lambda: g.ready_workers() >= WORKERS, f"{WORKERS} ready workers")
+    environ = environment(issuer, BIND_ADDRESS=address, TEXAS_ACCESS_LOG="true", **env)
+    async with running_gunicorn(tmp_path, environ) as g:
         yield g
 
 
