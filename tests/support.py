@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,10 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from joserfc import jws
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OKPKey, RSAKey
+from prometheus_client import REGISTRY
+from prometheus_client.metrics import MetricWrapperBase
+
+from texas.ops import telemetry
 
 PROVIDERS = ("idporten", "maskinporten", "azuread", "tokenx")
 AUDIENCES: Mapping[str, str | None] = {
@@ -49,6 +55,48 @@ PREFIX = {"idporten": "IDPORTEN", "maskinporten": "MASKINPORTEN", "azuread": "AZ
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 WORKERS = 2
+
+# Series names each metric type adds to its family name in the exposition. `_created` is left
+# out on purpose: prometheus-client's multiprocess mode (gunicorn) does not export it.
+_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("", "_sum", "_count"),
+    "info": ("_info",),
+}
+
+
+def exported_series() -> dict[str, frozenset[str]]:
+    """Every series name texas exposes at /metrics, with its label names, taken from the
+    metrics texas registers (so a new metric needs no list kept by hand)."""
+    import texas.app  # noqa: F401  (registers every metric of the service)
+
+    series = {telemetry.STALENESS_NAME: frozenset({"provider"})}  # derived at scrape time
+    # prometheus-client keeps no public map from a name to its labels; these are its own.
+    collectors = {id(c): c for c in REGISTRY._names_to_collectors.values()}
+    for collector in collectors.values():
+        if isinstance(collector, MetricWrapperBase) and collector._name.startswith("texas_"):
+            labels = frozenset(collector._labelnames)
+            for suffix in _SUFFIXES[collector._type]:
+                series[collector._name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+    return series
+
+
+def requires_tool(name: str, install: str) -> pytest.MarkDecorator:
+    """Skip when the program `name` is not installed, except under CI (CI set), where the test
+    runs and fails: .ci/run installs it."""
+    return pytest.mark.skipif(
+        shutil.which(name) is None and not os.environ.get("CI"),
+        reason=f"{name} is not installed ({install})",
+    )
+
+
+def installed(name: str) -> str:
+    """The path of the program `name`; fails the test (under CI) when it is missing."""
+    path = shutil.which(name)
+    assert path is not None, f"{name} is not installed, and CI needs it"
+    return path
 
 
 @functools.cache
