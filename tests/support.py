@@ -67,20 +67,27 @@ _SUFFIXES: dict[str, tuple[str, ...]] = {
 }
 
 
-def exported_series() -> dict[str, frozenset[str]]:
-    """Every series name texas exposes at /metrics, with its label names, taken from the
-    metrics texas registers (so a new metric needs no list kept by hand)."""
+def exported_metrics() -> dict[str, dict[str, frozenset[str]]]:
+    """Every metric texas exposes at /metrics: family name -> its series names -> their label
+    names, taken from the metrics texas registers (so a new metric needs no list by hand)."""
     import texas.app  # noqa: F401  (registers every metric of the service)
 
-    series = {telemetry.STALENESS_NAME: frozenset({"provider"})}  # derived at scrape time
+    families = {telemetry.STALENESS_NAME: {telemetry.STALENESS_NAME: frozenset({"provider"})}}
     # prometheus-client keeps no public map from a name to its labels; these are its own.
     collectors = {id(c): c for c in REGISTRY._names_to_collectors.values()}
     for collector in collectors.values():
         if isinstance(collector, MetricWrapperBase) and collector._name.startswith("texas_"):
             labels = frozenset(collector._labelnames)
-            for suffix in _SUFFIXES[collector._type]:
-                series[collector._name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
-    return series
+            families[collector._name] = {
+                collector._name + suffix: labels | ({"le"} if suffix == "_bucket" else set())
+                for suffix in _SUFFIXES[collector._type]
+            }
+    return families
+
+
+def exported_series() -> dict[str, frozenset[str]]:
+    """Every series name texas exposes at /metrics, with its label names."""
+    return {name: labels for family in exported_metrics().values() for name, labels in family.items()}
 
 
 def requires_tool(name: str, install: str) -> pytest.MarkDecorator:

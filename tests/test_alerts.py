@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.support import ROOT, exported_series, installed, requires_tool
+from texas.ops import telemetry
 
 RULES = ROOT / "deploy" / "prometheusrule.yaml"
 UNIT_TESTS = ROOT / "tests" / "prometheus" / "alerts_test.yaml"
@@ -144,7 +145,48 @@ def test_alerts_that_can_never_fire_fail_their_unit_tests(tmp_path: Path) -> Non
         assert f"alertname: {alert}," in result.stdout + result.stderr, alert
 
 
-# --- the unit tests themselves (no tool needed) -----------------------------------------------
+# --- the rule file and its unit tests (no tool needed) ----------------------------------------
+
+
+def test_every_alert_is_named_once_labelled_and_explained() -> None:
+    rules = [rule for group in prometheus_rule()["spec"]["groups"] for rule in group["rules"]]
+    names = [rule["alert"] for rule in rules]
+    assert len(names) == len(set(names))
+    for rule in rules:
+        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["alert"]
+
+
+def test_alerts_watch_what_the_issue_asks() -> None:
+    """Each of these drives an alert in a case where it fires (and promtool shows that the
+    alert then really fires)."""
+    firing = {
+        series_labels(item["series"])[0]
+        for test in unit_tests()["tests"]
+        if any(check.get("exp_alerts") for check in test.get("alert_rule_test", []))
+        for item in test["input_series"]
+    }
+    assert {
+        "texas_jwks_fetches_total",  # refresh failing
+        "texas_jwks_staleness_seconds",  # stale, never loaded
+        "texas_introspections_total",  # inactive share
+        "kube_pod_container_status_restarts_total",  # restarts
+        "texas_http_responses_total",  # 5xx
+    } <= firing
+
+
+def test_exported_series_come_from_the_registry() -> None:
+    series = exported_series()
+    assert series["texas_introspections_total"] == {"provider", "outcome"}
+    assert series["texas_http_request_duration_seconds_bucket"] == {"route", "le"}
+    assert series["texas_http_requests_in_flight"] == frozenset()
+    assert "texas_introspections" not in series  # a counter is only exposed with _total
+    assert not any(name.endswith("_created") for name in series)  # not in multiprocess mode
+
+
+def test_the_derived_staleness_gauge_is_in_the_exposition() -> None:
+    assert f"# TYPE {telemetry.STALENESS_NAME} gauge" in telemetry.render().decode()
+    assert telemetry.STALENESS_NAME in exported_series()
 
 
 def test_every_alert_has_a_firing_and_a_silent_case() -> None:

@@ -12,8 +12,8 @@ naming the panel.
 To add traffic (token requests, say), add a `Step`: an async function that sends requests
 through `Traffic` and asserts their answers, and the PromQL that must return data after it.
 
-Skipped when Debian's `prometheus` package is not installed, except under CI (CI set), where
-it must run.
+The live test is skipped when Debian's `prometheus` package is not installed, except under CI
+(CI set), where it must run.
 """
 
 from __future__ import annotations
@@ -37,11 +37,18 @@ import yaml
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from tests.support import ROOT, free_port, installed, make_key, requires_tool, running_gunicorn, sign
+from tests.support import (
+    ROOT,
+    exported_metrics,
+    free_port,
+    installed,
+    make_key,
+    requires_tool,
+    running_gunicorn,
+    sign,
+)
 from texas.devidp.http import create_devidp_app
 from texas.devidp.issuer import PROVIDERS, DevIdentityProvider, dev_environment
-
-pytestmark = [pytest.mark.prometheus, requires_tool("prometheus", "apt-get install prometheus")]
 
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
 INTROSPECT = "/api/v1/introspect"
@@ -397,9 +404,41 @@ async def check_all(prometheus: Prometheus, queries: list[Query], values: Mappin
     assert not failures, "\n".join(failures)
 
 
-# --- the test -----------------------------------------------------------------------------------
+# --- the tests ----------------------------------------------------------------------------------
 
 
+def test_dashboard_shows_every_texas_metric() -> None:
+    exprs = [query.expr for query in panel_queries(json.loads(DASHBOARD.read_text()))]
+
+    def shown(series: str) -> bool:
+        name = re.compile(rf"(?<![\w:]){re.escape(series)}(?![\w:])")
+        return any(name.search(expr) for expr in exprs)
+
+    missing = {family for family, series in exported_metrics().items() if not any(map(shown, series))}
+    assert missing == set()
+
+
+def test_dashboard_is_well_formed() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"]
+    assert 36 <= dashboard["schemaVersion"] <= 41
+    panels = _all_panels(dashboard["panels"])
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids))
+    for panel in panels:
+        assert set(panel["gridPos"]) == {"h", "w", "x", "y"}
+        assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+        if panel["type"] == "row":
+            continue
+        assert panel["targets"], panel["title"]
+        ref_ids = [target["refId"] for target in panel["targets"]]
+        assert len(ref_ids) == len(set(ref_ids)), panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["type"] == "prometheus"
+
+
+@pytest.mark.prometheus
+@requires_tool("prometheus", "apt-get install prometheus")
 async def test_every_dashboard_query_returns_data_from_a_real_scrape(
     tmp_path: Path, aiohttp_server: AiohttpServer
 ) -> None:

@@ -1,9 +1,10 @@
-"""deploy/: the files parse, the gunicorn config sets what it should, the health check works
-against a real server, and every metric the alerts and the dashboard query is one texas
-exports (names taken from texas.ops.telemetry itself, not from a list kept by hand)."""
+"""deploy/: the manifests pass the Kubernetes schemas and say what texas needs, the gunicorn
+config sets what it should, the health check works against a real server.
+
+The alerts are checked by promtool (test_alerts.py), the dashboard by a real Prometheus
+(test_dashboard.py)."""
 
 import asyncio
-import collections.abc
 import json
 import logging
 import os
@@ -21,26 +22,15 @@ import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import unused_port
-from prometheus_client import REGISTRY
 
-from texas.ops import telemetry
+try:
+    import kubernetes_validate
+except ImportError:  # the test extra's; CI installs it
+    kubernetes_validate = None
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 GUNICORN_CONF = DEPLOY / "gunicorn.conf.py"
-
-# Metrics the alerts may use that other exporters provide.
-ALLOWED_EXTERNAL = frozenset({"kube_pod_container_status_restarts_total"})
-
-# Series names each metric type adds to its family name in the exposition. `_created` is left
-# out on purpose: prometheus-client's multiprocess mode (gunicorn) does not export it.
-_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "counter": ("_total",),
-    "gauge": ("",),
-    "histogram": ("_bucket", "_sum", "_count"),
-    "summary": ("", "_sum", "_count"),
-    "info": ("_info",),
-}
 
 # Variables of shared/CONTRACT.md that a deployment may set for texas.
 CONTRACT_VARIABLES = frozenset(
@@ -81,226 +71,8 @@ CONTRACT_VARIABLES = frozenset(
 )
 
 
-# --- metric names: what texas exports, what PromQL uses ---------------------------------------
-
-
-def exported_names() -> frozenset[str]:
-    """Every series name texas exposes at /metrics, from the live registry."""
-    names = {telemetry.STALENESS_NAME}
-    for family in REGISTRY.collect():
-        if family.name.startswith("texas_"):
-            names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
-    return frozenset(names)
-
-
-TEXAS_NAME = re.compile(r"\btexas_[a-z0-9_]+")
-_GRAFANA_VARIABLE = re.compile(r"\$\{?\w+\}?")
-_NOT_METRICS = (
-    re.compile(r'"(?:[^"\\]|\\.)*"'),  # string literals: label values and regexes
-    re.compile(r"\{[^}]*\}"),  # label matchers
-    re.compile(r"\[[^\]]*\]"),  # range and subquery windows
-    re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"),  # labels
-)
-_IDENTIFIER = re.compile(r"(?<![\w.:])[a-zA-Z_:][\w:]*")
-_KEYWORDS = frozenset(
-    {"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2"}
-    | {"by", "without", "on", "ignoring", "group_left", "group_right"}
-)
-_LABEL_VALUES = re.compile(r"^\s*label_values\((?P<expr>.*),\s*\w+\s*\)\s*$", re.DOTALL)
-
-
-def metric_names(expr: str) -> set[str]:
-    """Metric names in a PromQL expression: identifiers that are not keywords, functions,
-    label names, label values or durations."""
-    expr = _GRAFANA_VARIABLE.sub("", expr)
-    for pattern in _NOT_METRICS:
-        expr = pattern.sub(" ", expr)
-    names = set()
-    for match in _IDENTIFIER.finditer(expr):
-        if match.group() in _KEYWORDS or expr[match.end() :].lstrip().startswith("("):
-            continue  # a keyword, or a function / aggregation call
-        names.add(match.group())
-    return names
-
-
-def unknown_metrics(exprs: collections.abc.Iterable[str], exported: frozenset[str]) -> set[str]:
-    """Names used in `exprs` that neither texas nor an allowed external exporter provides."""
-    used: set[str] = set()
-    for expr in exprs:
-        used |= set(TEXAS_NAME.findall(expr)) | metric_names(expr)
-    return {name for name in used if name not in exported and name not in ALLOWED_EXTERNAL}
-
-
-def _all_panels(panels: list[dict[str, Any]]) -> collections.abc.Iterator[dict[str, Any]]:
-    for panel in panels:
-        yield panel
-        yield from _all_panels(panel.get("panels", []))  # collapsed rows nest their panels
-
-
-def dashboard_queries(dashboard: dict[str, Any]) -> list[str]:
-    """Every PromQL expression of a Grafana dashboard: panel targets and variable queries."""
-    exprs = [
-        target["expr"]
-        for panel in _all_panels(dashboard.get("panels", []))
-        for target in panel.get("targets", [])
-    ]
-    for variable in dashboard.get("templating", {}).get("list", []):
-        if variable.get("type") != "query":
-            continue
-        query = variable["query"]
-        query = query["query"] if isinstance(query, dict) else query
-        match = _LABEL_VALUES.match(query)
-        exprs.append(match.group("expr") if match else query)
-    return exprs
-
-
-def rule_exprs(rule_file: dict[str, Any]) -> list[str]:
-    return [rule["expr"] for group in rule_file["spec"]["groups"] for rule in group["rules"]]
-
-
 def _load_yaml(name: str) -> list[Any]:
     return [doc for doc in yaml.safe_load_all((DEPLOY / name).read_text()) if doc is not None]
-
-
-def _dashboard() -> dict[str, Any]:
-    dashboard: dict[str, Any] = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
-    return dashboard
-
-
-def _prometheus_rule() -> dict[str, Any]:
-    (rule_file,) = _load_yaml("prometheusrule.yaml")
-    assert isinstance(rule_file, dict)
-    return rule_file
-
-
-def test_exported_names_come_from_the_registry() -> None:
-    names = exported_names()
-    assert {
-        "texas_introspections_total",
-        "texas_http_request_duration_seconds_bucket",
-        "texas_http_requests_in_flight",
-        "texas_jwks_staleness_seconds",
-    } <= names
-    assert "texas_introspections" not in names  # a counter is only exposed with _total
-
-
-def test_the_derived_staleness_gauge_is_in_the_exposition() -> None:
-    assert f"# TYPE {telemetry.STALENESS_NAME} gauge" in telemetry.render().decode()
-
-
-@pytest.mark.parametrize(
-    ("expr", "expected"),
-    [
-        ("texas_jwks_keys", {"texas_jwks_keys"}),
-        (
-            'sum by (provider, result) (rate(texas_jwks_fetches_total{result=~"200|304"}[5m]))',
-            {"texas_jwks_fetches_total"},
-        ),
-        (
-            "histogram_quantile(0.99, sum by (le) (rate(texas_http_request_duration_seconds_bucket"
-            '{namespace=~"$namespace"}[$__rate_interval])))',
-            {"texas_http_request_duration_seconds_bucket"},
-        ),
-        (
-            "a_total > 0 unless on (pod) b_total offset 5m > 1e3",
-            {"a_total", "b_total"},
-        ),
-        ("max(x) by (pod) / ignoring(code) group_left sum(y)", {"x", "y"}),
-    ],
-    ids=["bare", "aggregation-and-matchers", "grafana-variables", "keywords-numbers", "by-after"],
-)
-def test_metric_names_are_extracted_from_promql(expr: str, expected: set[str]) -> None:
-    assert metric_names(expr) == expected
-
-
-def test_a_dashboard_with_a_name_texas_does_not_export_fails_the_check() -> None:
-    dashboard = {
-        "panels": [
-            {"type": "row", "panels": []},
-            {"targets": [{"expr": "sum(rate(texas_introspections_total[5m]))"}]},
-            {"targets": [{"expr": "sum(rate(texas_introspection_total[5m]))"}]},  # no s
-        ],
-        "templating": {"list": [{"type": "query", "query": "label_values(texas_keys, provider)"}]},
-    }
-    assert unknown_metrics(dashboard_queries(dashboard), exported_names()) == {
-        "texas_introspection_total",
-        "texas_keys",
-    }
-
-
-def test_an_alert_on_an_unlisted_external_metric_fails_the_check() -> None:
-    exprs = ["increase(kube_pod_container_restarts[30m]) > 2"]
-    assert unknown_metrics(exprs, exported_names()) == {"kube_pod_container_restarts"}
-
-
-# --- the dashboard ------------------------------------------------------------------------------
-
-
-def test_dashboard_uses_only_exported_metrics() -> None:
-    assert unknown_metrics(dashboard_queries(_dashboard()), exported_names()) == set()
-
-
-def test_dashboard_shows_every_texas_metric() -> None:
-    used = set().union(*(metric_names(expr) for expr in dashboard_queries(_dashboard())))
-    families = {f.name: f.type for f in REGISTRY.collect() if f.name.startswith("texas_")}
-    families[telemetry.STALENESS_NAME] = "gauge"
-    missing = {
-        name
-        for name, kind in families.items()
-        if not used & {name + suffix for suffix in _SUFFIXES.get(kind, ("",))}
-    }
-    assert missing == set()
-
-
-def test_dashboard_is_well_formed() -> None:
-    dashboard = _dashboard()
-    assert dashboard["uid"] and dashboard["title"]
-    assert 36 <= dashboard["schemaVersion"] <= 41
-    panels = list(_all_panels(dashboard["panels"]))
-    ids = [panel["id"] for panel in panels]
-    assert len(ids) == len(set(ids))
-    for panel in panels:
-        assert set(panel["gridPos"]) == {"h", "w", "x", "y"}
-        assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
-        if panel["type"] == "row":
-            continue
-        assert panel["targets"], panel["title"]
-        ref_ids = [target["refId"] for target in panel["targets"]]
-        assert len(ref_ids) == len(set(ref_ids)), panel["title"]
-        for target in panel["targets"]:
-            assert target["expr"].count("(") == target["expr"].count(")"), panel["title"]
-            assert target["datasource"]["type"] == "prometheus"
-
-
-# --- the PrometheusRule -------------------------------------------------------------------------
-
-
-def test_prometheus_rule_uses_only_exported_metrics() -> None:
-    assert unknown_metrics(rule_exprs(_prometheus_rule()), exported_names()) == set()
-
-
-def test_prometheus_rule_alerts_on_what_the_issue_asks() -> None:
-    rule_file = _prometheus_rule()
-    assert rule_file["apiVersion"] == "monitoring.coreos.com/v1"
-    assert rule_file["kind"] == "PrometheusRule"
-    used = set().union(*(metric_names(expr) for expr in rule_exprs(rule_file)))
-    assert {
-        "texas_jwks_fetches_total",  # refresh failing
-        "texas_jwks_staleness_seconds",  # stale
-        "texas_introspections_total",  # inactive share
-        "kube_pod_container_status_restarts_total",  # restarts
-        "texas_http_responses_total",  # 5xx
-    } <= used
-
-
-def test_every_alert_is_labelled_and_explained() -> None:
-    rules = [rule for group in _prometheus_rule()["spec"]["groups"] for rule in group["rules"]]
-    names = [rule["alert"] for rule in rules]
-    assert len(names) == len(set(names))
-    for rule in rules:
-        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
-        assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["alert"]
-        assert rule["expr"].count("(") == rule["expr"].count(")"), rule["alert"]
 
 
 # --- Kubernetes and NAIS manifests --------------------------------------------------------------
@@ -317,6 +89,60 @@ def _env(container: dict[str, Any]) -> dict[str, str]:
 
 def _port(address: str) -> int:
     return int(address.rpartition(":")[2])
+
+
+# The oldest Kubernetes the example runs on (texas as a native sidecar: an init container with
+# restartPolicy, 1.29) and a recent one; both ship with kubernetes-validate, which works offline.
+KUBERNETES_VERSIONS = ("1.29.0", "1.35.0")
+
+with_kubernetes_validate = pytest.mark.skipif(
+    kubernetes_validate is None and not os.environ.get("CI"),
+    reason="kubernetes-validate is not installed (pip install -e '.[test]')",
+)
+
+
+def _validator() -> types.ModuleType:
+    assert kubernetes_validate is not None, "kubernetes-validate is not installed, and CI needs it"
+    return kubernetes_validate
+
+
+def _validate(document: dict[str, Any], version: str) -> None:
+    """Validate against the Kubernetes JSON schemas; strict: an unknown field is an error."""
+    _validator().validate(document, version, strict=True)
+
+
+@with_kubernetes_validate
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_kubernetes_example_passes_the_kubernetes_schemas(version: str) -> None:
+    for document in _load_yaml("kubernetes.yaml"):
+        _validate(document, version)
+
+
+@with_kubernetes_validate
+def test_the_kubernetes_schemas_catch_a_misspelt_field_and_a_wrong_type() -> None:
+    docs = {doc["kind"]: doc for doc in _load_yaml("kubernetes.yaml")}
+    deployment = docs["Deployment"]
+    texas = _containers(deployment["spec"]["template"]["spec"])["texas"]
+    texas["securityContext"]["readOnlyRootFileSystem"] = texas["securityContext"].pop(
+        "readOnlyRootFilesystem"
+    )
+    with pytest.raises(_validator().ValidationError, match="readOnlyRootFileSystem"):
+        _validate(deployment, KUBERNETES_VERSIONS[0])
+    service = docs["Service"]
+    service["spec"]["ports"][0]["port"] = "eighty"
+    with pytest.raises(_validator().ValidationError, match="eighty"):
+        _validate(service, KUBERNETES_VERSIONS[0])
+
+
+@with_kubernetes_validate
+@pytest.mark.parametrize("name", ["nais.yaml", "prometheusrule.yaml"])
+def test_custom_resources_are_outside_the_kubernetes_schemas(name: str) -> None:
+    """NAIS's Application and prometheus-operator's PrometheusRule are custom resources, which
+    the Kubernetes schemas do not describe (the rule groups are checked by promtool in
+    test_alerts.py). Should the validator learn them, validate them above instead."""
+    (document,) = _load_yaml(name)
+    with pytest.raises(_validator().SchemaNotFoundError):
+        _validate(document, KUBERNETES_VERSIONS[-1])
 
 
 def test_kubernetes_example_parses_into_secret_deployment_and_service() -> None:
