@@ -9,8 +9,19 @@ variables filled in from their own queries: each must return data, carrying ever
 legend shows. A wrong metric name, a wrong label or a typo in a function fails the test
 naming the panel.
 
-To add traffic (token requests, say), add a `Step`: an async function that sends requests
-through `Traffic` and asserts their answers, and the PromQL that must return data after it.
+To add traffic, add a `Step` to `STEPS`: an async function that sends requests through
+`Traffic` and asserts their answers, and the PromQL that must return data after it. Token
+requests, for instance:
+
+    async def machine_tokens(t: Traffic) -> None:
+        body = {"identity_provider": "maskinporten", "target": "nav:test/api"}
+        status, answer = await t.post("/api/v1/token", body)
+        assert status == 200, answer
+
+    Step("machine tokens", machine_tokens, ('<the token metric>{result="..."}',))
+
+(texas gets its variables from `dev_environment`, and the dev identity provider is the one
+that answers the grants.)
 
 The live test is skipped when Debian's `prometheus` package is not installed, except under CI
 (CI set), where it must run.
@@ -40,6 +51,7 @@ from pytest_aiohttp import AiohttpServer
 from tests.support import (
     ROOT,
     exported_metrics,
+    exported_series,
     free_port,
     installed,
     make_key,
@@ -195,11 +207,17 @@ class Traffic:
     issuer: IssuerSwitch
     introspections: int = 0  # answered, so also counted by texas
 
+    async def post(self, path: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        """POST a JSON body to texas's API: the status and the JSON answer."""
+        async with self.session.post(f"{self.texas}{path}", json=body) as r:
+            answer: dict[str, Any] = await r.json(content_type=None)
+            return r.status, answer
+
     async def introspect(self, provider: str, token: str, **fields: str) -> dict[str, Any]:
-        body = {"identity_provider": provider, "token": token, **fields}
-        async with self.session.post(f"{self.texas}{INTROSPECT}", json=body) as r:
-            assert r.status == 200, await r.text()
-            answer: dict[str, Any] = await r.json()
+        status, answer = await self.post(
+            INTROSPECT, {"identity_provider": provider, "token": token, **fields}
+        )
+        assert status == 200, answer
         self.introspections += 1
         return answer
 
@@ -211,13 +229,12 @@ class Traffic:
     async def until_verdict(self, verdict: str, provider: str, times: int = 1) -> None:
         """Introspect freshly minted tokens (never answered from texas's cache) until `times`
         answers in a row are `verdict`: with two workers, a row that long has met both."""
-        row = 0
 
         async def check() -> bool:
-            nonlocal row
-            got = await self.verdict(provider, self.idp.mint(provider).access_token)
-            row = row + 1 if got == verdict else 0
-            return row >= times
+            for _ in range(times):
+                if await self.verdict(provider, self.idp.mint(provider).access_token) != verdict:
+                    return False
+            return True
 
         await eventually(check, f"{times} {verdict} answers in a row for {provider}")
 
@@ -387,10 +404,13 @@ async def check_query(
             f"{unlabelled[0]}\n  {expr}"
         )
     message = f"{where}: no data within {timeout:g} s from\n  {expr}"
-    unknown = sorted(set(re.findall(r"\btexas_\w+", expr)) - await prometheus.metric_names())
-    if unknown:
+    unseen = set(re.findall(r"\btexas_\w+", expr)) - await prometheus.metric_names()
+    exported = exported_series()
+    if unknown := sorted(unseen - exported.keys()):
         message += f"\n  texas exports no {', '.join(unknown)}"
-    elif result:
+    if quiet := sorted(unseen & exported.keys()):
+        message += f"\n  no series of {', '.join(quiet)} yet: no traffic step makes texas export it (STEPS)"
+    if result:
         message += f"\n  only NaN or infinite values: {result[:3]}"
     raise AssertionError(message)
 
