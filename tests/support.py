@@ -36,6 +36,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
+import texas.app  # noqa: F401  (registers every metric of the service)
 from texas.ops import telemetry
 
 PROVIDERS = ("idporten", "maskinporten", "azuread", "tokenx")
@@ -70,8 +71,6 @@ _SUFFIXES: dict[str, tuple[str, ...]] = {
 def exported_metrics() -> dict[str, dict[str, frozenset[str]]]:
     """Every metric texas exposes at /metrics: family name -> its series names -> their label
     names, taken from the metrics texas registers (so a new metric needs no list by hand)."""
-    import texas.app  # noqa: F401  (registers every metric of the service)
-
     families = {telemetry.STALENESS_NAME: {telemetry.STALENESS_NAME: frozenset({"provider"})}}
     # prometheus-client keeps no public map from a name to its labels; these are its own.
     collectors = {id(c): c for c in REGISTRY._names_to_collectors.values()}
@@ -80,7 +79,7 @@ def exported_metrics() -> dict[str, dict[str, frozenset[str]]]:
             labels = frozenset(collector._labelnames)
             families[collector._name] = {
                 collector._name + suffix: labels | ({"le"} if suffix == "_bucket" else set())
-                for suffix in _SUFFIXES[collector._type]
+                for suffix in _SUFFIXES.get(collector._type, ("",))
             }
     return families
 

@@ -9,6 +9,7 @@ not installed, except under CI (CI set), where they must run.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import subprocess
 from collections.abc import Callable
@@ -18,14 +19,17 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from tests.support import ROOT, exported_series, installed, requires_tool
+from tests.support import PROVIDERS, ROOT, exported_series, installed, requires_tool
+from texas.errors import REASONS
 from texas.ops import telemetry
 
 RULES = ROOT / "deploy" / "prometheusrule.yaml"
 UNIT_TESTS = ROOT / "tests" / "prometheus" / "alerts_test.yaml"
 
 # Labels a pod scrape adds to texas's series (kubernetes_sd relabelling, as on NAIS).
-TARGET_LABELS = frozenset({"namespace", "app", "pod", "job", "instance", "container"})
+SCRAPE_LABELS = frozenset({"namespace", "app", "pod", "job", "instance", "container"})
+# The values texas gives these labels.
+LABEL_VALUES = {"provider": frozenset(PROVIDERS), "outcome": frozenset({"active", *REASONS})}
 # Metrics the alerts may use that other exporters provide.
 EXTERNAL_METRICS = frozenset({"kube_pod_container_status_restarts_total"})
 
@@ -211,16 +215,16 @@ def test_unit_tests_leave_the_rule_file_to_be_filled_in() -> None:
 
 
 _SERIES = re.compile(r"^\s*(?P<name>[a-zA-Z_:][\w:]*)\s*(?:\{(?P<labels>.*)\})?\s*$")
-_LABEL = re.compile(r'\s*(\w+)\s*=\s*"(?:[^"\\]|\\.)*"\s*,?')
+_LABEL = re.compile(r'\s*(\w+)\s*=\s*("(?:[^"\\]|\\.)*")\s*,?')
 
 
-def series_labels(series: str) -> tuple[str, set[str]]:
-    """Name and label names of a series in promtool's input notation `name{a="b", ...}`."""
+def series_labels(series: str) -> tuple[str, dict[str, str]]:
+    """Name and labels of a series in promtool's input notation `name{a="b", ...}`."""
     match = _SERIES.match(series)
     assert match, series
     labels = match.group("labels") or ""
     assert _LABEL.sub("", labels).strip() == "", series
-    return match.group("name"), set(_LABEL.findall(labels))
+    return match.group("name"), {name: json.loads(value) for name, value in _LABEL.findall(labels)}
 
 
 def test_input_series_are_shaped_like_the_series_texas_exports() -> None:
@@ -234,13 +238,15 @@ def test_input_series_are_shaped_like_the_series_texas_exports() -> None:
             if name in EXTERNAL_METRICS:
                 continue
             assert name in exported, f"{where}: texas exports no {name}"
-            assert exported[name] <= labels, f"{where}: texas always sets {sorted(exported[name])}"
-            assert labels <= exported[name] | TARGET_LABELS, f"{where}: labels texas does not set"
+            assert exported[name] <= labels.keys(), f"{where}: texas always sets {sorted(exported[name])}"
+            assert labels.keys() <= exported[name] | SCRAPE_LABELS, f"{where}: labels texas does not set"
+            for label, values in LABEL_VALUES.items():
+                assert labels.get(label, next(iter(values))) in values, f"{where}: texas sets no such {label}"
 
 
 def test_the_series_notation_is_read_as_promtool_reads_it() -> None:
-    assert series_labels('texas_x_total{a="1", b="x,\\"y\\""}') == ("texas_x_total", {"a", "b"})
-    assert series_labels("up") == ("up", set())
+    assert series_labels('texas_x_total{a="1", b="x,\\"y\\""}') == ("texas_x_total", {"a": "1", "b": 'x,"y"'})
+    assert series_labels("up") == ("up", {})
 
 
 def test_a_templated_annotation_left_out_of_a_test_is_named() -> None:
