@@ -7,7 +7,8 @@ series as a pod scrape does (namespace, app, pod). The test sends real traffic, 
 (`STEPS`), then asks Prometheus's HTTP API every query of the dashboard, with the template
 variables filled in from their own queries: each must return data, carrying every label its
 legend shows. A wrong metric name, a wrong label or a typo in a function fails the test
-naming the panel.
+naming the panel. The same Prometheus evaluates the alert rules of deploy/prometheusrule.yaml
+on the real series, each of which must evaluate without an error.
 
 To add traffic, add a `Step` to `STEPS`: an async function that sends requests through
 `Traffic` and asserts their answers, and the PromQL that must return data after it. Token
@@ -39,6 +40,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,6 +65,7 @@ from texas.devidp.http import create_devidp_app
 from texas.devidp.issuer import PROVIDERS, DevIdentityProvider, dev_environment
 
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
+RULES = ROOT / "deploy" / "prometheusrule.yaml"
 INTROSPECT = "/api/v1/introspect"
 
 # What a Kubernetes pod scrape (kubernetes_sd and the usual relabelling) puts on every series.
@@ -137,11 +140,16 @@ async def _ready(url: str, session: aiohttp.ClientSession) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def running_prometheus(directory: Path, target: str) -> AsyncIterator[Prometheus]:
-    """Prometheus on a free loopback port, scraping `target` (host:port) every second."""
+async def running_prometheus(
+    directory: Path, target: str, rule_groups: Mapping[str, Any]
+) -> AsyncIterator[Prometheus]:
+    """Prometheus on a free loopback port, scraping `target` (host:port) and evaluating
+    `rule_groups` every second."""
     directory.mkdir()
+    (directory / "rules.yml").write_text(yaml.safe_dump(dict(rule_groups), sort_keys=False))
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": ["rules.yml"],
         "scrape_configs": [
             {"job_name": "texas", "static_configs": [{"targets": [target], "labels": TARGET_LABELS}]}
         ],
@@ -424,6 +432,21 @@ async def check_all(prometheus: Prometheus, queries: list[Query], values: Mappin
     assert not failures, "\n".join(failures)
 
 
+async def check_rules(prometheus: Prometheus, alerts: set[str], since: float) -> None:
+    """Every alert rule evaluated after `since` on texas's real series, without an error (a
+    many-to-many match, say, which synthetic unit-test series may not show)."""
+
+    async def evaluated() -> list[dict[str, Any]]:
+        groups = (await prometheus.get("/api/v1/rules"))["groups"]
+        rules = [rule for group in groups for rule in group["rules"]]
+        done = all(datetime.fromisoformat(rule["lastEvaluation"]).timestamp() > since for rule in rules)
+        return rules if rules and done else []
+
+    rules = await eventually(evaluated, "evaluation of every alert rule")
+    assert {rule["name"] for rule in rules} == alerts
+    assert {rule["name"]: rule.get("lastError") for rule in rules if rule["health"] != "ok"} == {}
+
+
 # --- the tests ----------------------------------------------------------------------------------
 
 
@@ -472,9 +495,12 @@ async def test_every_dashboard_query_returns_data_from_a_real_scrape(
     api, probes = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     environ = {**dev_environment(idp.base_url), **TUNING, "BIND_ADDRESS": api, "PROBE_BIND_ADDRESS": probes}
     (tmp_path / "texas").mkdir()
+    (rule_file,) = [doc for doc in yaml.safe_load_all(RULES.read_text()) if doc is not None]
+    rule_groups = rule_file["spec"]
+    alerts = [rule["alert"] for group in rule_groups["groups"] for rule in group["rules"]]
     async with (
         running_gunicorn(tmp_path / "texas", environ) as texas,
-        running_prometheus(tmp_path / "prometheus", probes) as prometheus,
+        running_prometheus(tmp_path / "prometheus", probes, rule_groups) as prometheus,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
     ):
 
@@ -498,6 +524,7 @@ async def test_every_dashboard_query_returns_data_from_a_real_scrape(
         values = await variable_values(prometheus, dashboard)
         assert set(values["provider"].split("|")) == set(PROVIDERS)
         await check_all(prometheus, panel_queries(dashboard), values)
+        await check_rules(prometheus, set(alerts), since=time.time())
 
         # The check itself: a metric texas does not export, and a legend label that the query
         # drops, fail naming the panel.
