@@ -482,7 +482,7 @@ def test_dashboard_is_well_formed() -> None:
 
 @pytest.mark.prometheus
 @requires_tool("prometheus", "apt-get install prometheus")
-async def test_every_dashboard_query_returns_data_from_a_real_scrape(
+async def test_dashboard_queries_and_alert_rules_work_on_a_real_scrape(
     tmp_path: Path, aiohttp_server: AiohttpServer
 ) -> None:
     switch = IssuerSwitch()
@@ -526,8 +526,8 @@ async def test_every_dashboard_query_returns_data_from_a_real_scrape(
         await check_all(prometheus, panel_queries(dashboard), values)
         await check_rules(prometheus, set(alerts), since=time.time())
 
-        # The check itself: a metric texas does not export, and a legend label that the query
-        # drops, fail naming the panel.
+        # The check itself: a metric texas does not export, a legend label that the query drops,
+        # and a query Prometheus refuses each fail naming the panel.
         with pytest.raises(AssertionError, match=r"(?s)panel 'Typo', query A: no data .*texas exports no "):
             await check_query(
                 prometheus,
