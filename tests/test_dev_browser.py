@@ -182,7 +182,7 @@ async def test_page_mints_a_token_and_shows_it_active(aiohttp_server: AiohttpSer
         secrets_dir=tmp_path,
     )
     service = await aiohttp_server(create_app(config, dev=True))
-    page_server = await aiohttp_server(create_devidp_app(idp, str(service.make_url("/api/v1/introspect"))))
+    page_server = await aiohttp_server(create_devidp_app(idp, str(service.make_url(""))))
 
     async with chromium(tmp_path / "profile") as devtools, open_page(devtools) as page:
         await page.call("Page.navigate", url=str(page_server.make_url("/")))

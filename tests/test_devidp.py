@@ -56,13 +56,13 @@ StartIdp = Callable[..., Awaitable[DevIdp]]
 
 @pytest.fixture
 async def start_idp(aiohttp_server: AiohttpServer) -> StartIdp:
-    """start(alg=..., state_dir=..., introspect_url=...) -> (idp, server) on a real socket."""
+    """start(alg=..., state_dir=..., service_url=...) -> (idp, server) on a real socket."""
 
     async def start(
-        alg: str = "RS256", state_dir: Path | None = None, introspect_url: str | None = None
+        alg: str = "RS256", state_dir: Path | None = None, service_url: str | None = None
     ) -> DevIdp:
         idp = DevIdentityProvider("http://placeholder.invalid", alg, state_dir)
-        server = await aiohttp_server(create_devidp_app(idp, introspect_url))
+        server = await aiohttp_server(create_devidp_app(idp, service_url))
         # The issuer is only known once the port is: set it before anything is minted.
         idp.base_url = str(server.make_url("")).rstrip("/")
         return idp, server
@@ -386,7 +386,7 @@ async def test_introspect_forwards_body_and_content_type(
     target = web.Application()
     target.router.add_post("/api/v1/introspect", echo)
     service = await aiohttp_server(target)
-    _, server = await start_idp(introspect_url=str(service.make_url("/api/v1/introspect")))
+    _, server = await start_idp(service_url=str(service.make_url("")))
     client: Client = await aiohttp_client(server)
     resp = await client.post(
         "/api/introspect", data=b"token=a.b.c", headers={"Content-Type": "application/x-www-form-urlencoded"}
@@ -402,7 +402,7 @@ async def test_introspect_when_the_service_is_down_is_502(
     with socket.socket() as s:  # a port that was free a moment ago and has no listener now
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    _, server = await start_idp(introspect_url=f"http://127.0.0.1:{port}/api/v1/introspect")
+    _, server = await start_idp(service_url=f"http://127.0.0.1:{port}")
     client: Client = await aiohttp_client(server)
     resp = await client.post("/api/introspect", json={"token": "x"})
     assert resp.status == 502
@@ -444,7 +444,7 @@ def test_claim_without_key_is_refused(arg: str) -> None:
 
 def test_dev_service_environment_passes_tuning_but_never_provider_variables() -> None:
     env = dev.dev_service_environment(
-        "http://127.0.0.1:3001",
+        DevIdentityProvider("http://127.0.0.1:3001"),
         "127.0.0.1:3000",
         {
             "IDPORTEN_WELL_KNOWN_URL": "https://elsewhere.example",
@@ -515,9 +515,7 @@ async def test_the_page_introspection_goes_through_to_the_service(
 ) -> None:
     idp, _ = await start_idp()  # the IdP the service fetches keys from
     service = await _start_service(idp, aiohttp_client, tmp_path)
-    page: Client = await aiohttp_client(
-        TestServer(create_devidp_app(idp, str(service.make_url("/api/v1/introspect"))))
-    )
+    page: Client = await aiohttp_client(TestServer(create_devidp_app(idp, str(service.make_url("")))))
     minted = await mint(page, "tokenx", level="idporten-loa-substantial")
     resp = await page.post(
         "/api/introspect",
@@ -634,7 +632,15 @@ def test_texas_dev_serves_prints_the_example_and_stops_cleanly(tmp_path: Path) -
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=30)[0].decode()
     assert proc.returncode == 0, output
-    assert f"POST {service}/api/v1/introspect" in output
+    for line in (
+        f"export NAIS_TOKEN_ENDPOINT={service}/api/v1/token",
+        f"export NAIS_TOKEN_EXCHANGE_ENDPOINT={service}/api/v1/token/exchange",
+        f"export NAIS_TOKEN_INTROSPECTION_ENDPOINT={service}/api/v1/introspect",
+        f"curl -s {service}/api/v1/token -d identity_provider=maskinporten",
+        f"curl -s {service}/api/v1/token/exchange -d identity_provider=tokenx",
+        f"curl -s {service}/api/v1/introspect -d identity_provider=idporten",
+    ):
+        assert line in output, line
     assert f"texas token idporten --idp-url {idp_url} --claim pid=12345678901" in output
     assert "DEVELOPMENT MODE" in output
     assert "12345678901" not in output.replace("--claim pid=12345678901", "")  # pid never logged
