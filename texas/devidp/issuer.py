@@ -16,7 +16,6 @@ This is never started by `texas serve`: nothing here is safe for production.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import json
 import math
@@ -140,6 +139,7 @@ class DevIdentityProvider:
         state_dir: Path | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        clients: Mapping[str, DevClient] | None = None,
     ) -> None:
         if alg not in ALGORITHMS:
             raise DevIdpError(f"Unsupported algorithm {alg!r}; choose one of {', '.join(ALGORITHMS)}.")
@@ -147,6 +147,7 @@ class DevIdentityProvider:
         self.alg = alg
         self.state_dir = state_dir
         self._clock = clock
+        self._clients = dict(clients) if clients is not None else None
         # Current signing key first, then older ones still published.
         self._keys: list[Key] = self._load() if state_dir is not None else []
         if not self._keys or self._keys[0].alg != alg:
@@ -155,10 +156,13 @@ class DevIdentityProvider:
 
     # keys
 
-    @functools.cached_property
-    def clients(self) -> dict[str, DevClient]:
-        """The dev app's registration at each provider that does grants, keys made on first use."""
-        return generate_clients(self.alg)
+    @property
+    def clients(self) -> Mapping[str, DevClient]:
+        """The dev app's registration at each provider that does grants: given, or made on
+        first use (RSA keys take a while to make, and most uses of the IdP need none)."""
+        if self._clients is None:
+            self._clients = generate_clients(self.alg)
+        return self._clients
 
     @property
     def current_kid(self) -> str:
