@@ -374,26 +374,40 @@ async def test_introspect_without_a_service_is_503(idp_client: Client) -> None:
     assert "No texas service" in (await resp.json())["error"]
 
 
-async def test_introspect_forwards_body_and_content_type(
-    start_idp: StartIdp, aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient
+@pytest.mark.parametrize(
+    ("page_path", "service_path"),
+    [
+        ("/api/introspect", "/api/v1/introspect"),
+        ("/api/token", "/api/v1/token"),
+        ("/api/token/exchange", "/api/v1/token/exchange"),
+    ],
+)
+async def test_the_page_calls_are_forwarded_with_body_and_content_type(
+    start_idp: StartIdp,
+    aiohttp_server: AiohttpServer,
+    aiohttp_client: AiohttpClient,
+    page_path: str,
+    service_path: str,
 ) -> None:
-    seen: list[tuple[str, bytes]] = []
+    seen: list[tuple[str, str, bytes]] = []
 
     async def echo(request: web.Request) -> web.Response:
-        seen.append((request.content_type, await request.read()))
-        return web.json_response({"active": False, "error": "stand-in"})
+        seen.append((request.path, request.content_type, await request.read()))
+        return web.json_response({"error": "stand-in"}, status=418)
 
     target = web.Application()
-    target.router.add_post("/api/v1/introspect", echo)
+    target.router.add_post("/{tail:.*}", echo)
     service = await aiohttp_server(target)
     _, server = await start_idp(service_url=str(service.make_url("")))
     client: Client = await aiohttp_client(server)
     resp = await client.post(
-        "/api/introspect", data=b"token=a.b.c", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        page_path, data=b"token=a.b.c", headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
-    assert resp.status == 200
+    assert resp.status == 418  # the service's answer, as it is
     assert (await resp.json())["error"] == "stand-in"
-    assert seen == [("application/x-www-form-urlencoded", b"token=a.b.c")]
+    assert seen == [(service_path, "application/x-www-form-urlencoded", b"token=a.b.c")]
+    config = await (await client.get("/api/config")).json()
+    assert str(service.make_url(service_path)) in config.values()
 
 
 async def test_introspect_when_the_service_is_down_is_502(

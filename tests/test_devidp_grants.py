@@ -25,6 +25,8 @@ from joserfc import jwt
 from joserfc.jwk import Key, KeySet, RSAKey, import_key
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
+from tests import oauth_client
+from tests.oauth_client import encode
 from tests.support import b64
 from texas.devidp.assertions import MAX_LIFETIME, ReplayGuard
 from texas.devidp.clients import (
@@ -62,13 +64,6 @@ class Offset:
     seconds: int
 
 
-def encode(header: Mapping[str, Any], claims: Mapping[str, Any], key: Key, alg: str | None = None) -> str:
-    alg = alg or str(key.alg)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # joserfc flags EdDSA as deprecated (RFC 9864)
-        return jwt.encode(dict(header), dict(claims), key, algorithms=[alg])
-
-
 @dataclass
 class Dev:
     """A dev IdP on a socket, and the service's view of it: variables and discovery."""
@@ -91,22 +86,19 @@ class Dev:
     def assertion(self, provider: str, *, key: Key | None = None, **claims: Any) -> str:
         """A client assertion as the service builds it; a claim set to OMIT is left out, an
         Offset is a time from now."""
-        key = key or self.key(provider)
-        client_id = CLIENT_IDS[provider]
         now = int(time.time())
-        body: dict[str, Any] = {
-            "iss": client_id,
-            "aud": self.issuer(provider),
-            "iat": now,
-            "nbf": now,
-            "exp": now + 60,
-            "jti": str(uuid.uuid4()),
-        }
-        if provider != "maskinporten":
-            body["sub"] = client_id
-        body |= claims
-        body = {k: now + v.seconds if isinstance(v, Offset) else v for k, v in body.items() if v is not OMIT}
-        return encode({"typ": "JWT", "alg": key.alg, "kid": key.kid}, body, key)
+        claims = {"iat": now, "nbf": now, "exp": now + 60} | claims  # one `now` for every Offset
+        omit = [k for k, v in claims.items() if v is OMIT]
+        claims = {k: now + v.seconds if isinstance(v, Offset) else v for k, v in claims.items()}
+        claims = {k: v for k, v in claims.items() if v is not OMIT}
+        return oauth_client.assertion(
+            key or self.key(provider),
+            CLIENT_IDS[provider],
+            self.issuer(provider),
+            sub=provider != "maskinporten",
+            omit=omit,
+            **claims,
+        )
 
     def client_auth(self, provider: str, **claims: Any) -> dict[str, str]:
         return {
@@ -764,3 +756,33 @@ async def test_no_token_assertion_or_key_reaches_the_log(dev: Dev, caplog: pytes
     ]
     for secret in secrets:
         assert secret not in text
+
+
+# issued tokens in the real service
+
+
+@pytest.mark.parametrize("grant", ["client_credentials", "on_behalf_of", "token_exchange"])
+async def test_a_token_issued_for_this_app_introspects_active_in_the_service(
+    dev: Dev, aiohttp_client: AiohttpClient, tmp_path: Path, grant: str
+) -> None:
+    from texas.app import create_app
+    from texas.config import Config
+
+    service = await aiohttp_client(create_app(Config.from_env(dev.env, secrets_dir=tmp_path), dev=True))
+    if grant == "client_credentials":
+        provider, form = "azuread", dev.client_credentials("api://local.texas.app/.default")
+    elif grant == "on_behalf_of":
+        user = dev.idp.mint("azuread").access_token
+        provider, form = "azuread", dev.on_behalf_of(user, "api://local.texas.app/.default")
+    else:
+        user = dev.idp.mint("idporten", {"pid": "12345678901"}).access_token
+        provider, form = "tokenx", dev.exchange(user, TOKEN_X_CLIENT_ID)
+    status, answer = await dev.post(provider, form)
+    assert status == 200, answer
+    resp = await service.post(
+        "/api/v1/introspect", json={"identity_provider": provider, "token": answer["access_token"]}
+    )
+    verdict = await resp.json()
+    assert verdict["active"] is True, verdict
+    if grant == "token_exchange":
+        assert verdict["pid"] == "12345678901"

@@ -156,10 +156,6 @@ async def _config(request: web.Request) -> web.Response:
             "introspect_url": _service(request, "/api/introspect"),
             "token_url": _service(request, "/api/token"),
             "exchange_url": _service(request, "/api/token/exchange"),
-            "grant_providers": {
-                "token": ["maskinporten", "azuread"],
-                "exchange": ["tokenx", "azuread"],
-            },
         }
     )
 
