@@ -649,7 +649,7 @@ async def test_a_json_body_still_mints_and_a_form_is_a_grant(dev: Dev) -> None:
     assert (await minted.json())["claims"]["pid"] == "12345678901"
     status, answer = await dev.post("tokenx", {"claims": "{}"})
     assert (status, answer["error"]) == (400, "invalid_request")
-    assert "grant_type" in answer["error_description"]
+    assert "needs grant_type; to mint a dev token, send JSON" in answer["error_description"]
 
 
 # the token handed in for exchange

@@ -127,11 +127,17 @@ async def _grant(request: web.Request, provider: str) -> web.Response:
             if len(values) != 1 or not isinstance(values[0], str):
                 raise OAuthError("invalid_request", f"{name} must be given once, as text.")
             params[name] = values[0]
+        if "grant_type" not in params:  # `curl -d '{...}'` sends JSON as a form
+            raise OAuthError(
+                "invalid_request",
+                "The request needs grant_type; to mint a dev token, send JSON "
+                "(Content-Type: application/json).",
+            )
         answer = request.app[TOKEN_ENDPOINT_KEY].answer(provider, params)
     except OAuthError as e:
         log.info("dev identity provider: %s token request refused: %s", provider, e.error)
         return web.json_response(e.as_dict(), status=e.status, headers=NO_STORE)
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:  # undecodable bytes or a malformed body
         error = OAuthError("invalid_request", "The body is not a readable form.")
         return web.json_response(error.as_dict(), status=400, headers=NO_STORE)
     return web.json_response(answer, headers=NO_STORE)
