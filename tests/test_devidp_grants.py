@@ -45,7 +45,7 @@ from texas.devidp.grants import (
     LIFETIMES,
     TOKEN_EXCHANGE,
 )
-from texas.devidp.http import create_devidp_app
+from texas.devidp.http import TOKEN_ENDPOINT_KEY, create_devidp_app
 from texas.devidp.issuer import ALGORITHMS, DEFAULT_PID, DevIdentityProvider, dev_environment
 
 Client = TestClient[web.Request, None]
@@ -786,3 +786,57 @@ async def test_a_token_issued_for_this_app_introspects_active_in_the_service(
     assert verdict["active"] is True, verdict
     if grant == "token_exchange":
         assert verdict["pid"] == "12345678901"
+
+
+# the service's token endpoints against the dev IdP (once the service has them)
+
+
+async def test_the_service_gets_every_kind_of_token_from_the_dev_idp(
+    aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    from texas.app import create_app
+    from texas.config import Config
+
+    idp = DevIdentityProvider("http://placeholder.invalid", "ES256", clients=shared_clients("RS256"))
+    server = await aiohttp_server(create_devidp_app(idp))
+    idp.base_url = str(server.make_url("")).rstrip("/")
+    config = Config.from_env(dev_environment(idp.base_url, idp.clients), secrets_dir=tmp_path)
+    service = await aiohttp_client(create_app(config, dev=True))
+    if (await service.post("/api/v1/token", json={})).status == 404:
+        pytest.skip("this texas has no POST /api/v1/token yet (the service side of issue 11)")
+    accepted = server.app[TOKEN_ENDPOINT_KEY].replay  # one entry per assertion the IdP took
+
+    async def ask(path: str, **body: str) -> dict[str, Any]:
+        resp = await service.post(path, json=body)
+        answer = await resp.json()
+        assert resp.status == 200, answer
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            jwks = KeySet.import_key_set(idp.jwks())  # type: ignore[arg-type]
+            return dict(jwt.decode(answer["access_token"], jwks, algorithms=list(ALGORITHMS)).claims)
+
+    claims = await ask("/api/v1/token", identity_provider="maskinporten", target="nav:test/api")
+    assert claims["scope"] == "nav:test/api"
+    claims = await ask("/api/v1/token", identity_provider="azuread", target="api://dev-gcp.team.app/.default")
+    assert (claims["aud"], claims["idtyp"]) == ("dev-gcp:team:app", "app")
+    citizen = idp.mint("idporten", {"pid": "12345678901"}).access_token
+    claims = await ask(
+        "/api/v1/token/exchange", identity_provider="tokenx", target="dev-gcp:team:app", user_token=citizen
+    )
+    assert (claims["aud"], claims["pid"]) == ("dev-gcp:team:app", "12345678901")
+    employee = idp.mint("azuread", {"NAVident": "Z123456"}).access_token
+    claims = await ask(
+        "/api/v1/token/exchange",
+        identity_provider="azuread",
+        target="api://dev-gcp.team.app/.default",
+        user_token=employee,
+    )
+    assert (claims["aud"], claims["NAVident"]) == ("dev-gcp:team:app", "Z123456")
+    assert len(accepted) == 4
+
+    # Asked again: served from the service's cache, no new assertion reaches the IdP.
+    await ask("/api/v1/token", identity_provider="maskinporten", target="nav:test/api")
+    await ask(
+        "/api/v1/token/exchange", identity_provider="tokenx", target="dev-gcp:team:app", user_token=citizen
+    )
+    assert len(accepted) == 4
