@@ -121,18 +121,18 @@ class TokenEndpoint:
         """The token answer for a request's form parameters; OAuthError when refused."""
         grant_type = _required(params, "grant_type")
         if provider == "maskinporten" and grant_type == JWT_BEARER:
-            answer = self._maskinporten(params)
+            grant, answer = "JWT-bearer", self._maskinporten(params)
         elif provider == "azuread" and grant_type == "client_credentials":
-            answer = self._client_credentials(params)
+            grant, answer = "client credentials", self._client_credentials(params)
         elif provider == "azuread" and grant_type == JWT_BEARER:
-            answer = self._on_behalf_of(params)
+            grant, answer = "on-behalf-of", self._on_behalf_of(params)
         elif provider == "tokenx" and grant_type == TOKEN_EXCHANGE:
-            answer = self._token_exchange(params)
+            grant, answer = "token exchange", self._token_exchange(params)
         else:
             raise OAuthError(
                 "unsupported_grant_type", f"The {provider} token endpoint does not do this grant_type."
             )
-        log.info("dev identity provider: issued a %s token (%s)", provider, grant_type)
+        log.info("dev identity provider: %s token issued (%s)", provider, grant)
         return answer
 
     # grants
