@@ -1,4 +1,4 @@
-"""The dev identity provider (texas/devidp.py) and `texas dev` / `texas token` (texas/dev.py).
+"""The dev identity provider (texas/devidp/) and `texas dev` / `texas token` (its command.py).
 
 Everything runs for real: the dev IdP on a local socket, tokens checked with joserfc against the
 JWKS it publishes, and at the end the real service configured from `dev_environment()`.

@@ -106,7 +106,8 @@ def configure_dev_parser(parser: argparse.ArgumentParser) -> None:
         "--alg",
         choices=ALGORITHMS,
         default="RS256",
-        help="signing algorithm of the dev keys (default RS256)",
+        help="signing algorithm of the dev keys, and of the app's client keys that texas signs "
+        "its assertions with (default RS256)",
     )
     parser.add_argument(
         "--state-dir",
