@@ -94,7 +94,7 @@ def configure_dev_parser(parser: argparse.ArgumentParser) -> None:
         "--bind",
         default=DEFAULT_BIND,
         metavar="HOST:PORT",
-        help=f"address of the introspection service (default {DEFAULT_BIND})",
+        help=f"address of the texas service: introspection and tokens (default {DEFAULT_BIND})",
     )
     parser.add_argument(
         "--idp-bind",
