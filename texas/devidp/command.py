@@ -1,9 +1,12 @@
 """`texas dev` and `texas token`: the service plus an embedded dev identity provider.
 
-`texas dev` starts the dev IdP (texas/devidp.py), then configures the service from the NAIS
+`texas dev` starts the dev IdP (issuer.py), then configures the service from the NAIS
 variables that point at it (`dev_environment`) through `Config.from_env`, the production path:
-discovery, JWKS fetches and refreshes all run for real. `texas token` asks a running dev IdP to
-mint a token and prints it, so a shell can do `TOKEN=$(texas token idporten)`.
+discovery, JWKS fetches and refreshes all run for real. The dev app's client keys are made at
+start and handed to the service in the production variables (MASKINPORTEN_CLIENT_JWK,
+AZURE_APP_JWK, TOKEN_X_PRIVATE_JWK), so machine tokens and token exchange run for real too.
+`texas token` asks a running dev IdP to mint a token and prints it, so a shell can do
+`TOKEN=$(texas token idporten)`.
 
 `texas serve` never starts the dev IdP: dev mode is a command, never a setting.
 """
@@ -51,7 +54,7 @@ DEV_DEFAULTS = {
 }
 # Only tuning passes through from the environment; provider variables never do, so a stray
 # IDPORTEN_* in the shell cannot point dev mode anywhere but the embedded IdP.
-_PASS_THROUGH_PREFIXES = ("TEXAS_JWKS_", "TEXAS_LEEWAY_", "TEXAS_TOKEN_CACHE_")
+_PASS_THROUGH_PREFIXES = ("TEXAS_JWKS_", "TEXAS_LEEWAY_", "TEXAS_TOKEN_")
 _PASS_THROUGH = ("LOG_LEVEL", "LOG_FORMAT")
 
 # Claims that are strings by nature: "--claim pid=12345678901" must not become a number.
@@ -91,7 +94,7 @@ def configure_dev_parser(parser: argparse.ArgumentParser) -> None:
         "--bind",
         default=DEFAULT_BIND,
         metavar="HOST:PORT",
-        help=f"address of the introspection service (default {DEFAULT_BIND})",
+        help=f"address of the texas service: introspection and tokens (default {DEFAULT_BIND})",
     )
     parser.add_argument(
         "--idp-bind",
@@ -103,7 +106,8 @@ def configure_dev_parser(parser: argparse.ArgumentParser) -> None:
         "--alg",
         choices=ALGORITHMS,
         default="RS256",
-        help="signing algorithm of the dev keys (default RS256)",
+        help="signing algorithm of the dev keys, and of the app's client keys that texas signs "
+        "its assertions with (default RS256)",
     )
     parser.add_argument(
         "--state-dir",
@@ -205,31 +209,58 @@ def _bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def dev_service_environment(idp_url: str, bind: str, environ: dict[str, str]) -> dict[str, str]:
-    """What `texas dev` hands to Config.from_env: dev defaults, tuning, the dev providers."""
+def dev_service_environment(idp: DevIdentityProvider, bind: str, environ: dict[str, str]) -> dict[str, str]:
+    """What `texas dev` hands to Config.from_env: dev defaults, tuning, the dev providers
+    and the dev app's client ids and private keys."""
     passed = {k: v for k, v in environ.items() if k in _PASS_THROUGH or k.startswith(_PASS_THROUGH_PREFIXES)}
-    return {**DEV_DEFAULTS, **passed, **dev_environment(idp_url), "BIND_ADDRESS": bind}
+    return {**DEV_DEFAULTS, **passed, **dev_environment(idp.base_url, idp.clients), "BIND_ADDRESS": bind}
+
+
+def nais_addresses(service_url: str) -> dict[str, str]:
+    """The three addresses NAIS gives an app that runs Texas, here pointing at `texas dev`."""
+    return {
+        "NAIS_TOKEN_ENDPOINT": f"{service_url}/api/v1/token",
+        "NAIS_TOKEN_EXCHANGE_ENDPOINT": f"{service_url}/api/v1/token/exchange",
+        "NAIS_TOKEN_INTROSPECTION_ENDPOINT": f"{service_url}/api/v1/introspect",
+    }
 
 
 def _instructions(service_url: str, idp: DevIdentityProvider, idp_url: str) -> str:
-    introspect = f"{service_url}/api/v1/introspect"
+    nais = nais_addresses(service_url)
+    exports = "\n".join(f"  export {name}={url}" for name, url in nais.items())
     idp_option = "" if idp_url == DEFAULT_IDP_URL else f" --idp-url {idp_url}"
     state = str(idp.state_dir) if idp.state_dir is not None else "in memory, new on every start"
     return f"""
 texas dev: {BANNER}
 
-  introspection  POST {introspect}
   page           {idp_url}/
   providers      {", ".join(PROVIDERS)}
     discovery    {idp_url}/<provider>/.well-known/openid-configuration
-    mint         POST {idp_url}/<provider>/token
+    mint         POST {idp_url}/<provider>/token, a JSON body
                  {{"claims": {{...}}, "level": "...", "expires_in": 3600}}, all optional
   signing        {idp.alg}, kid {idp.current_kid} (keys: {state})
+  client keys    maskinporten, azuread, tokenx: made at start, handed to texas
+
+The three addresses an app on NAIS gets:
+
+{exports}
 
 Try it:
 
+  # a machine token (Maskinporten)
+  curl -s {nais["NAIS_TOKEN_ENDPOINT"]} -d identity_provider=maskinporten -d target=nav:test/api
+
+  # a citizen's token exchanged for one to call another app (TokenX)
+  USER_TOKEN=$(texas token idporten{idp_option})
+  curl -s {nais["NAIS_TOKEN_EXCHANGE_ENDPOINT"]} -d identity_provider=tokenx \\
+    -d target=dev-gcp:team:app -d "user_token=$USER_TOKEN"
+
+  # introspection
   TOKEN=$(texas token idporten{idp_option} --claim pid=12345678901 --level idporten-loa-substantial)
-  curl -s {introspect} -d identity_provider=idporten -d "token=$TOKEN"
+  curl -s {nais["NAIS_TOKEN_INTROSPECTION_ENDPOINT"]} -d identity_provider=idporten -d "token=$TOKEN"
+
+  Entra ID works the same way: identity_provider=azuread, target=api://dev-gcp.team.app/.default
+  (with `texas token azuread` as the user_token of an exchange).
 """
 
 
@@ -258,7 +289,7 @@ async def _run_dev(args: argparse.Namespace) -> int:
         idp = DevIdentityProvider(idp_url, args.alg, args.state_dir)
         # An empty secrets folder: dev mode never reads /var/run/secrets/nais.io.
         with tempfile.TemporaryDirectory(prefix="texas-dev-") as empty:
-            env = dev_service_environment(idp_url, args.bind, dict(os.environ))
+            env = dev_service_environment(idp, args.bind, dict(os.environ))
             config = Config.from_env(env, secrets_dir=Path(empty))
     except (ConfigError, DevIdpError, OSError, ValueError) as e:
         sock.close()
@@ -266,7 +297,7 @@ async def _run_dev(args: argparse.Namespace) -> int:
         return 2
     logs.configure(config.log_level, config.log_format)
 
-    runner = web.AppRunner(create_devidp_app(idp, f"{service_url}/api/v1/introspect"), access_log=None)
+    runner = web.AppRunner(create_devidp_app(idp, service_url), access_log=None)
     await runner.setup()
     try:
         await web.SockSite(runner, sock).start()

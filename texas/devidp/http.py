@@ -1,22 +1,28 @@
-"""The dev identity provider over HTTP (see devidp.py for what it is and why).
-
-All JSON:
+"""The dev identity provider over HTTP (see issuer.py for what it is and why).
 
     GET  /{provider}/.well-known/openid-configuration
     GET  /{provider}/jwks                 public keys only, each with kid, alg and use
-    POST /{provider}/token                {"claims": {...}, "level": "...", "expires_in": 3600}
+    POST /{provider}/token                the OAuth token endpoint (grants.py): a form body,
+                                          application/x-www-form-urlencoded, as RFC 6749 says;
+                                          a JSON body instead mints a dev token (below)
+         {"claims": {...}, "level": "...", "expires_in": 3600}
                                           (all optional; a claim set to null is left out)
     POST /rotate                          new signing key; the previous ones stay published
     GET  /api/config                      providers, issuers, audiences (for the page)
-    POST /api/introspect                  forwarded to the service, so the page needs no CORS
+    POST /api/introspect                  forwarded to the service's /api/v1/introspect,
+    POST /api/token                       /api/v1/token and
+    POST /api/token/exchange              /api/v1/token/exchange, so the page needs no CORS
     GET  /                                the page; its files are under /static/
 
+One path, two bodies: the service and every OAuth client send a form, so a form is always the
+real grant; JSON (or no body) is the dev mint that `texas token`, the page and scripts use.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from texas.devidp.assertions import OAuthError
+from texas.devidp.grants import TokenEndpoint
 from texas.devidp.issuer import (
     AUDIENCES,
     DEFAULT_EXPIRES_IN,
@@ -34,10 +42,22 @@ from texas.devidp.issuer import (
     DevIdpError,
 )
 
+log = logging.getLogger(__name__)
+
 STATIC_DIR = Path(__file__).parent / "static"
 IDP_KEY = web.AppKey("devidp", DevIdentityProvider)
-INTROSPECT_URL_KEY = web.AppKey("devidp_introspect_url", str)
+TOKEN_ENDPOINT_KEY = web.AppKey("devidp_token_endpoint", TokenEndpoint)
+SERVICE_URL_KEY = web.AppKey("devidp_service_url", str)
 SESSION_KEY = web.AppKey("devidp_session", aiohttp.ClientSession)
+FORM = "application/x-www-form-urlencoded"
+# The page's calls to the service, by the dev IdP's path: the service's path.
+FORWARDED = {
+    "/api/introspect": "/api/v1/introspect",
+    "/api/token": "/api/v1/token",
+    "/api/token/exchange": "/api/v1/token/exchange",
+}
+# Token answers are never stored by a cache on the way (RFC 6749 §5.1).
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -84,6 +104,8 @@ async def _read_json_object(request: web.Request) -> dict[str, Any]:
 
 async def _token(request: web.Request) -> web.Response:
     provider = _provider(request)
+    if request.content_type == FORM:
+        return await _grant(request, provider)
     try:
         data = await _read_json_object(request)
         claims = data.get("claims") or {}
@@ -93,6 +115,32 @@ async def _token(request: web.Request) -> web.Response:
     except DevIdpError as e:
         return _error(400, str(e))
     return web.json_response(minted.as_dict(), headers={"Cache-Control": "no-store"})
+
+
+async def _grant(request: web.Request, provider: str) -> web.Response:
+    """The OAuth token endpoint: form parameters in, a token or an RFC 6749 §5.2 error out."""
+    try:
+        form = await request.post()
+        params: dict[str, str] = {}
+        for name in form:
+            values = form.getall(name)
+            if len(values) != 1 or not isinstance(values[0], str):
+                raise OAuthError("invalid_request", f"{name} must be given once, as text.")
+            params[name] = values[0]
+        if "grant_type" not in params:  # `curl -d '{...}'` sends JSON as a form
+            raise OAuthError(
+                "invalid_request",
+                "The request needs grant_type; to mint a dev token, send JSON "
+                "(Content-Type: application/json).",
+            )
+        answer = request.app[TOKEN_ENDPOINT_KEY].answer(provider, params)
+    except OAuthError as e:
+        log.info("dev identity provider: %s token request refused: %s", provider, e.error)
+        return web.json_response(e.as_dict(), status=e.status, headers=NO_STORE)
+    except ValueError:  # undecodable bytes or a malformed body
+        error = OAuthError("invalid_request", "The body is not a readable form.")
+        return web.json_response(error.as_dict(), status=400, headers=NO_STORE)
+    return web.json_response(answer, headers=NO_STORE)
 
 
 async def _rotate(request: web.Request) -> web.Response:
@@ -111,13 +159,21 @@ async def _config(request: web.Request) -> web.Response:
             "default_expires_in": DEFAULT_EXPIRES_IN,
             "alg": idp.alg,
             "kid": idp.current_kid,
-            "introspect_url": request.app.get(INTROSPECT_URL_KEY),
+            "introspect_url": _service(request, "/api/introspect"),
+            "token_url": _service(request, "/api/token"),
+            "exchange_url": _service(request, "/api/token/exchange"),
         }
     )
 
 
-async def _introspect(request: web.Request) -> web.Response:
-    url = request.app.get(INTROSPECT_URL_KEY)
+def _service(request: web.Request, path: str) -> str | None:
+    base = request.app.get(SERVICE_URL_KEY)
+    return f"{base}{FORWARDED[path]}" if base else None
+
+
+async def _forward(request: web.Request) -> web.Response:
+    """The page's call, forwarded as it is to the service; the answer comes back as it is."""
+    url = _service(request, request.path)
     if not url:
         return _error(503, "No texas service is attached to this dev identity provider.")
     body = await request.read()
@@ -153,17 +209,19 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
-def create_devidp_app(idp: DevIdentityProvider, introspect_url: str | None = None) -> web.Application:
-    """The dev IdP as an aiohttp app; `introspect_url` is the service's introspection URL."""
+def create_devidp_app(idp: DevIdentityProvider, service_url: str | None = None) -> web.Application:
+    """The dev IdP as an aiohttp app; `service_url` is the service's base URL, for the page."""
     app = web.Application()
     app[IDP_KEY] = idp
-    if introspect_url:
-        app[INTROSPECT_URL_KEY] = introspect_url
+    app[TOKEN_ENDPOINT_KEY] = TokenEndpoint(idp)
+    if service_url:
+        app[SERVICE_URL_KEY] = service_url.rstrip("/")
     app.cleanup_ctx.append(_client_session)
     app.router.add_get("/", _index)
     app.router.add_static("/static/", STATIC_DIR)
     app.router.add_get("/api/config", _config)
-    app.router.add_post("/api/introspect", _introspect)
+    for path in FORWARDED:
+        app.router.add_post(path, _forward)
     app.router.add_post("/rotate", _rotate)
     app.router.add_get("/{provider}/.well-known/openid-configuration", _discovery)
     app.router.add_get("/{provider}/jwks", _jwks)

@@ -5,7 +5,10 @@ or account can mint real signed tokens and see texas accept them. The service is
 through the same discovery URLs it uses in production (see `dev_environment`), so what is
 exercised is the production code path, not a shortcut.
 
-Its HTTP face is texas/devidp_http.py.
+It also answers the OAuth grants the service makes for apps (Maskinporten JWT-bearer,
+Entra ID client credentials and on-behalf-of, TokenX token exchange), checking the client
+assertions against the dev app's keys (clients.py); the grants themselves are in grants.py.
+Its HTTP face is http.py.
 
 This is never started by `texas serve`: nothing here is safe for production.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import time
 import uuid
@@ -22,15 +26,27 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from joserfc import jwt
-from joserfc.jwk import ECKey, Key, OKPKey, RSAKey, import_key
+from joserfc.errors import JoseError
+from joserfc.jwk import Key, KeySet, import_key
 
-Algorithm = Literal["RS256", "ES256", "EdDSA"]
+from texas.devidp.clients import (
+    AZURE_CLIENT_ID,
+    MASKINPORTEN_CLIENT_ID,
+    TOKEN_X_CLIENT_ID,
+    DevClient,
+    client_environment,
+    generate_clients,
+)
+
+# ALGORITHMS and DevIdpError stay importable from here, where they were first.
+from texas.devidp.keys import ALGORITHMS as ALGORITHMS
+from texas.devidp.keys import DevIdpError as DevIdpError
+from texas.devidp.keys import generate_key
 
 PROVIDERS: tuple[str, ...] = ("idporten", "maskinporten", "azuread", "tokenx")
-ALGORITHMS: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
 LEVELS: tuple[str, ...] = ("idporten-loa-substantial", "idporten-loa-high")
 
 # A synthetic fødselsnummer (Skatteetaten/Tenor "syntetisk": month + 80) that passes both
@@ -43,24 +59,41 @@ DEFAULT_EXPIRES_IN = 3600
 MAX_ABS_EXPIRES_IN = 10 * 365 * 24 * 3600
 # Published keys besides the current one; older ones are dropped on rotation.
 MAX_OLD_KEYS = 2
+# A token handed back to the dev IdP (a subject token) is never read beyond this size.
+MAX_TOKEN_BYTES = 64 * 1024
 STATE_FILE = "devidp-keys.json"
 _KEY_TYPES = ("RSA", "EC", "OKP")
 
 AUDIENCES: Mapping[str, str] = {
     "idporten": "4518f3da-d4a0-4bcd-8274-8007996d5bf6",  # the app's ID-porten client_id
     "maskinporten": "https://texas.example/api",  # not checked by texas
-    "azuread": "fd4cff62-d461-412b-bb72-7292a3c4cb61",  # the app's Entra ID client id
-    "tokenx": "local:texas:app",  # cluster:namespace:app
+    "azuread": AZURE_CLIENT_ID,  # the app's Entra ID client id
+    "tokenx": TOKEN_X_CLIENT_ID,  # cluster:namespace:app
 }
+_CALLER = "local:texas:caller"  # the app that called this one, in minted tokens
 _AZURE_CALLER = "cdb83bab-1233-437e-a832-5b1cb12393d8"
 _AZURE_TENANT = "acfbc716-b79c-4fbd-939e-99a79206b01b"
 _AZURE_OID = "f2904ab8-650b-48ef-b49b-554841cc8e11"
 _AZURE_GROUP = "cebab19d-0a01-45d1-8b57-0003bf2dec4b"
-_MASKINPORTEN_CLIENT = "2f6b4c1e-8a43-4d5e-9c0b-7e1d3a5f9b20"
-
-
-class DevIdpError(ValueError):
-    """A token request the dev IdP cannot honour; the message is shown to the caller."""
+# Assertion signing algorithms published in discovery; each client key allows only its own.
+ASSERTION_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+GRANT_TYPES: Mapping[str, tuple[str, ...]] = {
+    "idporten": (),
+    "maskinporten": ("urn:ietf:params:oauth:grant-type:jwt-bearer",),
+    "azuread": ("client_credentials", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+    "tokenx": ("urn:ietf:params:oauth:grant-type:token-exchange",),
+}
 
 
 @dataclass(frozen=True)
@@ -82,20 +115,6 @@ class MintedToken:
         }
 
 
-def generate_key(alg: str) -> Key:
-    """A fresh private signing key for `alg`, with kid (its RFC 7638 thumbprint), alg, use."""
-    key: Key
-    if alg == "RS256":
-        key = RSAKey.generate_key(2048, auto_kid=False)
-    elif alg == "ES256":
-        key = ECKey.generate_key("P-256", auto_kid=False)
-    elif alg == "EdDSA":
-        key = OKPKey.generate_key("Ed25519", auto_kid=False)
-    else:
-        raise DevIdpError(f"Unsupported algorithm {alg!r}; choose one of {', '.join(ALGORITHMS)}.")
-    return import_key(key.as_dict(private=True) | {"kid": key.thumbprint(), "alg": alg, "use": "sig"})
-
-
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -109,7 +128,8 @@ class DevIdentityProvider:
     """Keys, discovery documents and token minting for the four dev providers.
 
     One key set serves all four providers; the issuer (`base_url/{provider}`) keeps their
-    tokens apart. Keys live in memory, or in `state_dir` so tokens survive a restart.
+    tokens apart. Keys live in memory, or in `state_dir` so tokens survive a restart. The dev
+    app's client keys (`clients`) are made on first use, fresh on every start.
     """
 
     def __init__(
@@ -119,6 +139,7 @@ class DevIdentityProvider:
         state_dir: Path | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        clients: Mapping[str, DevClient] | None = None,
     ) -> None:
         if alg not in ALGORITHMS:
             raise DevIdpError(f"Unsupported algorithm {alg!r}; choose one of {', '.join(ALGORITHMS)}.")
@@ -126,6 +147,7 @@ class DevIdentityProvider:
         self.alg = alg
         self.state_dir = state_dir
         self._clock = clock
+        self._clients = dict(clients) if clients is not None else None
         # Current signing key first, then older ones still published.
         self._keys: list[Key] = self._load() if state_dir is not None else []
         if not self._keys or self._keys[0].alg != alg:
@@ -133,6 +155,14 @@ class DevIdentityProvider:
             self.rotate()
 
     # keys
+
+    @property
+    def clients(self) -> Mapping[str, DevClient]:
+        """The dev app's registration at each provider that does grants: given, or made on
+        first use (RSA keys take a while to make, and most uses of the IdP need none)."""
+        if self._clients is None:
+            self._clients = generate_clients(self.alg)
+        return self._clients
 
     @property
     def current_kid(self) -> str:
@@ -202,8 +232,9 @@ class DevIdentityProvider:
             "response_types_supported": ["token"],
             "subject_types_supported": ["pairwise" if provider == "idporten" else "public"],
             "id_token_signing_alg_values_supported": sorted({str(k.alg) for k in self._keys}),
-            "grant_types_supported": ["urn:texas:dev:mint"],
-            "token_endpoint_auth_methods_supported": ["none"],
+            "grant_types_supported": list(GRANT_TYPES[provider]),
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         }
 
     # tokens
@@ -231,7 +262,7 @@ class DevIdentityProvider:
             return base | {
                 "scope": "nav:texas/dev.read",
                 "consumer": {"authority": "iso6523-actorid-upis", "ID": f"0192:{DEFAULT_ORGNO}"},
-                "client_id": _MASKINPORTEN_CLIENT,
+                "client_id": MASKINPORTEN_CLIENT_ID,
                 "client_amr": "private_key_jwt",
                 "token_type": "Bearer",
             }
@@ -239,7 +270,7 @@ class DevIdentityProvider:
             return base | {
                 "nbf": now,
                 "azp": _AZURE_CALLER,
-                "azp_name": "local:texas:caller",
+                "azp_name": _CALLER,
                 "oid": _AZURE_OID,
                 "sub": _pairwise_sub(provider, _AZURE_OID),
                 "tid": _AZURE_TENANT,
@@ -254,7 +285,7 @@ class DevIdentityProvider:
         if provider == "tokenx":
             return base | {
                 "nbf": now,
-                "client_id": "local:texas:caller",
+                "client_id": _CALLER,
                 "idp": self.issuer("idporten"),
                 "pid": DEFAULT_PID,
                 "acr": "idporten-loa-high",
@@ -293,17 +324,55 @@ class DevIdentityProvider:
             body["sub"] = _pairwise_sub(provider, str(body["pid"]))
         if provider == "tokenx" and "sub" not in body:
             body["sub"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"texas-dev:{body.get('pid')}"))
+        token, header = self.sign(body)
+        return MintedToken(token, expires_in, header, body)
+
+    def sign(self, claims: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """A compact JWT of `claims` signed with the current key, and its header."""
         key = self._keys[0]
         header = {"typ": "JWT", "alg": str(key.alg), "kid": str(key.kid)}
         with warnings.catch_warnings():
             # joserfc flags EdDSA as deprecated by RFC 9864; it is still what NAIS verifies.
             warnings.simplefilter("ignore")
-            token = jwt.encode(header, body, key, algorithms=[str(key.alg)])
-        return MintedToken(token, expires_in, header, body)
+            token = jwt.encode(header, dict(claims), key, algorithms=[str(key.alg)])
+        return token, header
+
+    def verify_issued(self, token: str) -> dict[str, Any]:
+        """The claims of a token this IdP signed, with a key it still publishes, not expired.
+
+        Used on subject tokens of a token exchange and user tokens of on-behalf-of: a real
+        provider exchanges only tokens it can verify. DevIdpError says why not, in a sentence.
+        """
+        if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
+            raise DevIdpError("The token is not a compact JWT.")
+        try:
+            header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+        except ValueError:
+            raise DevIdpError("The token is not a compact JWT.") from None
+        if not isinstance(header, dict) or header.get("kid") not in self.kids:
+            raise DevIdpError("The token was not signed by a key this identity provider publishes.")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # EdDSA, as in sign()
+                claims = jwt.decode(token, KeySet(self._keys), algorithms=list(ALGORITHMS)).claims
+        except (JoseError, ValueError, TypeError):
+            raise DevIdpError("The token's signature does not verify.") from None
+        if claims.get("iss") not in {self.issuer(p) for p in PROVIDERS}:
+            raise DevIdpError("The token was not issued by this identity provider.")
+        exp = claims.get("exp")
+        if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
+            raise DevIdpError("The token has no valid exp.")
+        if exp <= self._clock():
+            raise DevIdpError("The token has expired.")
+        return dict(claims)
 
 
-def dev_environment(base_url: str) -> dict[str, str]:
-    """The NAIS variables that point texas at the dev providers through their discovery URLs."""
+def dev_environment(base_url: str, clients: Mapping[str, DevClient] | None = None) -> dict[str, str]:
+    """The NAIS variables that point texas at the dev providers through their discovery URLs.
+
+    With `clients` (the IdP's `clients`), also the client ids and private JWKs the token
+    endpoints need; the token endpoints themselves come from discovery, as in production.
+    """
     base = base_url.rstrip("/")
 
     def well_known(provider: str) -> str:
@@ -321,4 +390,5 @@ def dev_environment(base_url: str) -> dict[str, str]:
         "TOKEN_X_ENABLED": "true",
         "TOKEN_X_WELL_KNOWN_URL": well_known("tokenx"),
         "TOKEN_X_CLIENT_ID": AUDIENCES["tokenx"],
+        **(client_environment(clients) if clients is not None else {}),
     }

@@ -1,13 +1,43 @@
 // texas dev page: mint a token at the dev identity provider, then introspect it through the
-// dev IdP's /api/introspect (which forwards to the service, so no CORS is needed).
+// dev IdP's /api/introspect; ask the service for a machine token (/api/token) or exchange a
+// minted token (/api/token/exchange). The dev IdP forwards all three to the service, so no
+// CORS is needed.
 "use strict";
 
 const PERSON_PROVIDERS = new Set(["idporten", "tokenx"]);
+const ENTRA_SCOPE = {
+  target: "api://dev-gcp.team.app/.default",
+  note: "(the scope: api://<cluster>.<namespace>.<app>/.default)",
+};
+const GRANTS = {
+  machine: {
+    maskinporten: { target: "nav:test/api", note: "(the scope; several space-separated)" },
+    azuread: ENTRA_SCOPE,
+  },
+  exchange: {
+    tokenx: {
+      target: "dev-gcp:team:app",
+      note: "(<cluster>:<namespace>:<app>)",
+      users: ["idporten", "tokenx"],
+      none: "Mint an ID-porten or TokenX token above first.",
+    },
+    azuread: {
+      ...ENTRA_SCOPE,
+      users: ["azuread"],
+      none: "Mint an Entra ID token above first.",
+    },
+  },
+};
 const $ = (id) => document.getElementById(id);
 let config = null;
+const mintedTokens = []; // tokens minted on this page, newest first: {provider, token, claims, at}
+
+function checked(name) {
+  return document.querySelector(`input[name="${name}"]:checked`).value;
+}
 
 function provider() {
-  return document.querySelector('input[name="provider"]:checked').value;
+  return checked("provider");
 }
 
 function pretty(value) {
@@ -129,11 +159,120 @@ async function mint(event) {
     $("claims").textContent = pretty(decoded.claims);
     $("copy").disabled = false;
     $("introspect").disabled = false;
+    mintedTokens.unshift({
+      provider: built.name, token: minted.access_token, claims: decoded.claims, at: new Date(),
+    });
+    refreshUserTokens();
   } catch (err) {
     $("form-error").textContent = String(err.message || err);
     return;
   }
   await introspect();
+}
+
+// Machine tokens and token exchange: the service's answer as it is, and the token decoded.
+
+async function callService(url, body) {
+  const resp = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const text = await resp.text();
+  let data = null;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    // not JSON: shown as text below
+  }
+  return { status: resp.status, data, text };
+}
+
+function showGrant(prefix, { status, data, text }) {
+  const verdict = $(`${prefix}-verdict`);
+  verdict.hidden = false;
+  $(`${prefix}-answer`).textContent = data ? pretty(data) : `HTTP ${status}: ${text}`;
+  $(`${prefix}-header`).textContent = "—";
+  $(`${prefix}-claims`).textContent = "—";
+  if (status === 200 && data && typeof data.access_token === "string") {
+    try {
+      const decoded = decodeToken(data.access_token);
+      $(`${prefix}-header`).textContent = pretty(decoded.header);
+      $(`${prefix}-claims`).textContent = pretty(decoded.claims);
+    } catch {
+      $(`${prefix}-claims`).textContent = "The access token is not a JWT.";
+    }
+    verdict.textContent = `token, expires in ${data.expires_in} s`;
+    verdict.className = "verdict ok";
+  } else {
+    verdict.textContent = data && data.error ? `${status} ${data.error}` : `HTTP ${status}`;
+    verdict.className = "verdict bad";
+  }
+}
+
+async function requestGrant(prefix, url, body) {
+  $(`${prefix}-answer`).textContent = "…";
+  try {
+    showGrant(prefix, await callService(url, body));
+  } catch (err) {
+    $(`${prefix}-answer`).textContent = String(err.message || err);
+    $(`${prefix}-verdict`).hidden = false;
+    $(`${prefix}-verdict`).textContent = "no answer";
+    $(`${prefix}-verdict`).className = "verdict bad";
+  }
+}
+
+function onGrantProviderChange(kind) {
+  const name = checked(`${kind}-provider`);
+  const grant = GRANTS[kind][name];
+  $(`${kind}-target`).value = grant.target;
+  $(`${kind}-target-note`).textContent = grant.note;
+  if (kind === "exchange") refreshUserTokens();
+}
+
+function tokenLabel(minted) {
+  const claims = minted.claims;
+  const who = claims.pid || claims.NAVident || claims.sub || "no subject";
+  const expired = typeof claims.exp === "number" && claims.exp * 1000 < Date.now() ? " · expired" : "";
+  return `${minted.provider} · ${who} · minted ${minted.at.toLocaleTimeString()}${expired}`;
+}
+
+function refreshUserTokens() {
+  const grant = GRANTS.exchange[checked("exchange-provider")];
+  const select = $("exchange-user-token");
+  const kept = select.value;
+  const usable = mintedTokens.filter((m) => grant.users.includes(m.provider));
+  select.replaceChildren(
+    ...usable.map((m) => {
+      const option = document.createElement("option");
+      option.value = m.token;
+      option.textContent = tokenLabel(m);
+      return option;
+    }),
+  );
+  if (usable.some((m) => m.token === kept)) select.value = kept;
+  $("exchange-user-note").textContent = usable.length ? "(minted on this page)" : grant.none;
+  $("exchange-get").disabled = usable.length === 0;
+}
+
+async function machineToken(event) {
+  event.preventDefault();
+  const body = { identity_provider: checked("machine-provider"), target: $("machine-target").value.trim() };
+  const resource = $("machine-resource").value.trim();
+  if (resource) body.resource = resource;
+  if ($("machine-skip-cache").checked) body.skip_cache = true;
+  await requestGrant("machine", "/api/token", body);
+}
+
+async function exchangeToken(event) {
+  event.preventDefault();
+  const body = {
+    identity_provider: checked("exchange-provider"),
+    target: $("exchange-target").value.trim(),
+    user_token: $("exchange-user-token").value,
+  };
+  if ($("exchange-skip-cache").checked) body.skip_cache = true;
+  await requestGrant("exchange", "/api/token/exchange", body);
 }
 
 async function rotate() {
@@ -167,10 +306,20 @@ async function init() {
   $("pid").value = config.default_pid;
   $("expires-in").value = String(config.default_expires_in);
   if (config.introspect_url) $("introspect-url").textContent = config.introspect_url;
+  if (config.token_url) $("token-url").textContent = config.token_url;
+  if (config.exchange_url) $("exchange-url").textContent = config.exchange_url;
   for (const radio of document.querySelectorAll('input[name="provider"]')) {
     radio.addEventListener("change", onProviderChange);
   }
   onProviderChange();
+  for (const kind of ["machine", "exchange"]) {
+    for (const radio of document.querySelectorAll(`input[name="${kind}-provider"]`)) {
+      radio.addEventListener("change", () => onGrantProviderChange(kind));
+    }
+    onGrantProviderChange(kind);
+  }
+  $("machine-form").addEventListener("submit", machineToken);
+  $("exchange-form").addEventListener("submit", exchangeToken);
   $("mint-form").addEventListener("submit", mint);
   $("rotate").addEventListener("click", rotate);
   $("copy").addEventListener("click", copyToken);
