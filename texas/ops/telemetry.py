@@ -81,6 +81,35 @@ TOKEN_CACHE_ENTRIES = Gauge(
     multiprocess_mode="livesum",
 )
 
+TOKEN_REQUESTS = Counter(
+    "texas_token_requests",
+    "Token requests (/api/v1/token, /token/exchange) by endpoint, provider and outcome "
+    "(ok, invalid_request, refused, server_error).",
+    ["endpoint", "provider", "outcome"],
+)
+GRANT_CACHE_LOOKUPS = Counter(
+    "texas_grant_cache_lookups",
+    "Issued-token cache lookups by endpoint and result (hit, miss, skip: skip_cache).",
+    ["endpoint", "result"],
+)
+GRANT_CACHE_ENTRIES = Gauge(
+    "texas_grant_cache_entries",
+    "Issued tokens held in the cache, summed across workers.",
+    multiprocess_mode="livesum",
+)
+GRANT_CACHE_BYTES = Gauge(
+    "texas_grant_cache_bytes",
+    "Bytes of issued tokens held in the cache (estimated), summed across workers.",
+    multiprocess_mode="livesum",
+)
+GRANT_UPSTREAM_DURATION = Histogram(
+    "texas_grant_upstream_duration_seconds",
+    "Time of one token request to an identity provider, by provider and result (ok, refused: "
+    "its OAuth error, error: unreachable, timed out, 5xx or nonsense).",
+    ["provider", "result"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
 STALENESS_NAME = "texas_jwks_staleness_seconds"
 
 
@@ -133,6 +162,23 @@ def inc_token_cache(hit: bool) -> None:
 
 def set_token_cache_entries(entries: int) -> None:
     TOKEN_CACHE_ENTRIES.set(entries)
+
+
+def inc_token_request(endpoint: str, provider: str, outcome: str) -> None:
+    TOKEN_REQUESTS.labels(endpoint, provider, outcome).inc()
+
+
+def inc_grant_cache(endpoint: str, result: str) -> None:
+    GRANT_CACHE_LOOKUPS.labels(endpoint, result).inc()
+
+
+def set_grant_cache(entries: int, size_bytes: int) -> None:
+    GRANT_CACHE_ENTRIES.set(entries)
+    GRANT_CACHE_BYTES.set(size_bytes)
+
+
+def observe_grant_upstream(provider: str, result: str, seconds: float) -> None:
+    GRANT_UPSTREAM_DURATION.labels(provider, result).observe(seconds)
 
 
 def multiprocess_enabled() -> bool:
