@@ -241,7 +241,7 @@ BOUNDED: dict[str, frozenset[str]] = {
         | {"/healthz", "/readyz", "/metrics", "/openapi.yaml", "other"}
     ),
     "trigger": frozenset({"startup", "periodic", "retry", "unknown_kid", "trailing"}),
-    "result": frozenset({"200", "304", "error", "ok", "hit", "miss", "skip", "refused"}),
+    "result": frozenset({"200", "304", "error", "ok", "hit", "miss", "skip", "refused", "ahead"}),
     "endpoint": frozenset({"token", "exchange"}),
 }
 

@@ -200,11 +200,12 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _tokens(app: web.Application) -> AsyncIterator[None]:
-    """The token endpoints' cache and client; fetches still under way end with the app."""
+    """The token endpoints' cache and client; background renewals and fetches still under way
+    end with the app."""
     config = app[CONFIG]
     cache = GrantCache(config.grant_cache_size, config.grant_cache_bytes)
     client = TokenClient(app[SESSION], config.token_timeout_seconds)
-    app[TOKENS] = Tokens(app[PROVIDERS], client, cache)
+    app[TOKENS] = Tokens(app[PROVIDERS], client, cache, introspector=app[INTROSPECTOR])
 
     async def sweep() -> None:
         while True:

@@ -89,7 +89,8 @@ TOKEN_REQUESTS = Counter(
 )
 GRANT_CACHE_LOOKUPS = Counter(
     "texas_grant_cache_lookups",
-    "Issued-token cache lookups by endpoint and result (hit, miss, skip: skip_cache).",
+    "Issued-token cache lookups by endpoint and result (hit, ahead: a hit that started a "
+    "background renewal, miss, skip: skip_cache).",
     ["endpoint", "result"],
 )
 GRANT_CACHE_ENTRIES = Gauge(
@@ -102,10 +103,25 @@ GRANT_CACHE_BYTES = Gauge(
     "Bytes of issued tokens held in the cache (estimated), summed across workers.",
     multiprocess_mode="livesum",
 )
+GRANT_STALE_SERVED = Counter(
+    "texas_grant_stale_served",
+    "Cached tokens served because the identity provider could not be reached or failed.",
+    ["provider"],
+)
+GRANT_REFRESHES = Counter(
+    "texas_grant_refreshes",
+    "Background renewals of machine tokens asked for inside their margin, by result.",
+    ["provider", "result"],
+)
+GRANT_RETRIES = Counter(
+    "texas_grant_retries",
+    "Token requests to an identity provider retried after a connection error, 5xx or 429.",
+    ["provider"],
+)
 GRANT_UPSTREAM_DURATION = Histogram(
     "texas_grant_upstream_duration_seconds",
     "Time of one token request to an identity provider, by provider and result (ok, refused: "
-    "its OAuth error, error: unreachable, timed out, 5xx or nonsense).",
+    "its OAuth error, error: unreachable, timed out, 5xx, 429 or nonsense).",
     ["provider", "result"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
@@ -175,6 +191,18 @@ def inc_grant_cache(endpoint: str, result: str) -> None:
 def set_grant_cache(entries: int, size_bytes: int) -> None:
     GRANT_CACHE_ENTRIES.set(entries)
     GRANT_CACHE_BYTES.set(size_bytes)
+
+
+def inc_grant_stale(provider: str) -> None:
+    GRANT_STALE_SERVED.labels(provider).inc()
+
+
+def inc_grant_refresh(provider: str, result: str) -> None:
+    GRANT_REFRESHES.labels(provider, result).inc()
+
+
+def inc_grant_retry(provider: str) -> None:
+    GRANT_RETRIES.labels(provider).inc()
 
 
 def observe_grant_upstream(provider: str, result: str, seconds: float) -> None:

@@ -7,6 +7,10 @@
   that live 120 s or less), and an exchanged one never past the user token's `exp`.
 - Concurrent identical misses share one call to the identity provider (one task per key);
   `skip_cache` fetches afresh and the new token replaces the entry. Failures are never stored.
+- Refresh ahead (machine tokens): inside the margin the cached token is still served while one
+  background renewal per key runs, until a floor of min(30 s, margin / 2) before expiry.
+- Outage tolerance: when the provider cannot be reached, times out or answers 5xx/429, a cached
+  token with at least 30 s left (and its user token still valid) is served instead.
 - Bounded in entries and bytes; the least recently used entry leaves first.
 """
 
@@ -23,13 +27,14 @@ from typing import NamedTuple
 
 import orjson
 
-from texas.errors import GrantError
+from texas.errors import GrantError, IdentityProviderFailed
 from texas.ops import telemetry
 from texas.tokens.client import Issued
 
 log = logging.getLogger(__name__)
 
 MARGIN_SECONDS = 120.0
+STALE_MIN_SECONDS = 30.0  # the least life left on a token served through an outage
 # Per entry beyond the token itself: key, Entry tuple, OrderedDict slot (about 300 bytes
 # measured with sys.getsizeof on CPython 3.11; rounded up).
 _ENTRY_OVERHEAD = 400
@@ -41,7 +46,14 @@ class Entry(NamedTuple):
     access_token: str
     token_type: str
     expires_at: float  # wall clock
-    renew_at: float  # served until here (the margin, and never past the user token's exp)
+    renew_at: float  # fresh until here; past it, fetched again (machine: in the background)
+    ahead_until: float  # machine tokens: served while a renewal runs until here
+    not_after: float  # never served from here on (expires_at, or the user token's exp)
+
+    @property
+    def useful_until(self) -> float:
+        """After this the entry can be served neither fresh, nor ahead, nor through an outage."""
+        return max(self.renew_at, self.ahead_until, min(self.expires_at - STALE_MIN_SECONDS, self.not_after))
 
     @property
     def size(self) -> int:
@@ -52,7 +64,7 @@ class Served(NamedTuple):
     access_token: str
     token_type: str
     expires_in: int
-    source: str  # fetched or hit
+    source: str  # fetched, hit, ahead (hit that started a renewal), stale
 
 
 def machine_key(provider: str, target: str, resource: str | None, details: object) -> bytes:
@@ -65,13 +77,16 @@ def exchange_key(provider: str, target: str, user_token: str) -> bytes:
     return hashlib.sha256(orjson.dumps(("exchange", provider, target, user))).digest()
 
 
-def entry_for(issued: Issued, now: float, *, user_exp: float | None) -> Entry:
+def entry_for(issued: Issued, now: float, *, user_exp: float | None, refresh_ahead: bool) -> Entry:
     lifetime = issued.expires_in
     margin = MARGIN_SECONDS if lifetime > MARGIN_SECONDS else lifetime / 2
     expires_at = now + lifetime
     not_after = expires_at if user_exp is None else min(expires_at, user_exp)
     renew_at = min(expires_at - margin, not_after)
-    return Entry(issued.access_token, issued.token_type, expires_at, renew_at)
+    ahead_until = (
+        min(expires_at - min(STALE_MIN_SECONDS, margin / 2), not_after) if refresh_ahead else renew_at
+    )
+    return Entry(issued.access_token, issued.token_type, expires_at, renew_at, ahead_until, not_after)
 
 
 class GrantCache:
@@ -101,20 +116,47 @@ class GrantCache:
         endpoint: str,
         provider: str,
         skip_cache: bool = False,
+        refresh_ahead: bool = False,
         user_exp: float | None = None,
     ) -> Served:
         """A token for `key`: cached, joined to a fetch under way, or fetched now."""
         now = self.clock()
         entry = self._entries.get(key)
-        if entry is not None and not skip_cache and now < entry.renew_at:
-            self._entries.move_to_end(key)
-            telemetry.inc_grant_cache(endpoint, "hit")
-            return _served(entry, now, "hit")
+        if entry is not None and not skip_cache:
+            if now < entry.renew_at:
+                self._entries.move_to_end(key)
+                telemetry.inc_grant_cache(endpoint, "hit")
+                return _served(entry, now, "hit")
+            if refresh_ahead and now < entry.ahead_until:
+                self._entries.move_to_end(key)
+                telemetry.inc_grant_cache(endpoint, "ahead")
+                self._fly(
+                    key, fetch, user_exp=user_exp, refresh_ahead=True, provider=provider, background=True
+                )
+                return _served(entry, now, "ahead")
         telemetry.inc_grant_cache(endpoint, "skip" if skip_cache else "miss")
-        flight = self._fly(key, fetch, user_exp=user_exp, provider=provider)
-        fetched = await asyncio.shield(flight)
+        flight = self._fly(key, fetch, user_exp=user_exp, refresh_ahead=refresh_ahead, provider=provider)
+        try:
+            fetched = await asyncio.shield(flight)
+        except IdentityProviderFailed as failure:
+            stale = self._stale(key, failure)
+            if stale is None:
+                raise
+            telemetry.inc_grant_stale(provider)
+            log.warning("serving a cached token of %s through an outage: %s", provider, failure.description)
+            return stale
         # a token just issued is answered even when too short-lived to be cached
         return _served(fetched, self.clock(), "fetched")
+
+    def _stale(self, key: bytes, failure: IdentityProviderFailed) -> Served | None:
+        """A cached token to serve through an outage: at least 30 s left, user token valid."""
+        if not failure.retryable:
+            return None
+        entry = self._entries.get(key)
+        now = self.clock()
+        if entry is None or entry.expires_at - now < STALE_MIN_SECONDS or now >= entry.not_after:
+            return None
+        return _served(entry, now, "stale")
 
     def _fly(
         self,
@@ -122,7 +164,9 @@ class GrantCache:
         fetch: Fetch,
         *,
         user_exp: float | None,
+        refresh_ahead: bool,
         provider: str,
+        background: bool = False,
     ) -> asyncio.Task[Entry]:
         """The fetch under way for `key`, or a new one: one flight per key at a time."""
         flight = self._flights.get(key)
@@ -132,7 +176,7 @@ class GrantCache:
         async def fly() -> Entry:
             issued = await fetch()
             now = self.clock()
-            entry = entry_for(issued, now, user_exp=user_exp)
+            entry = entry_for(issued, now, user_exp=user_exp, refresh_ahead=refresh_ahead)
             if now < entry.renew_at:
                 self._put(key, entry)
             else:
@@ -147,9 +191,11 @@ class GrantCache:
                 del self._flights[key]
             if task.cancelled():
                 return
-            error = task.exception()  # retrieved here, so a fetch nobody awaits any more never warns
+            error = task.exception()  # retrieved here, so an unawaited renewal never warns
             if error is not None and not isinstance(error, GrantError):
                 log.error("unexpected error fetching a token from %s", provider, exc_info=error)
+            if background:
+                telemetry.inc_grant_refresh(provider, "error" if error is not None else "ok")
 
         flight.add_done_callback(landed)
         return flight
@@ -172,9 +218,9 @@ class GrantCache:
             telemetry.set_grant_cache(len(self._entries), self._bytes)
 
     def sweep(self) -> None:
-        """Drop entries that can no longer be served."""
+        """Drop entries that can no longer be served, not even through an outage."""
         now = self.clock()
-        for key in [k for k, e in self._entries.items() if now >= e.renew_at]:
+        for key in [k for k, e in self._entries.items() if now >= e.useful_until]:
             self._remove(key)
 
     async def close(self) -> None:

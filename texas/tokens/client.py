@@ -1,7 +1,9 @@
 """Posting a token request to an identity provider, and reading its answer.
 
-One request costs the caller at most TEXAS_TOKEN_TIMEOUT_SECONDS, whatever the provider does.
-Answers are read up to a size limit and must be an
+One request costs the caller at most TEXAS_TOKEN_TIMEOUT_SECONDS, whatever the provider does:
+connection errors, 5xx and 429 are retried with jittered exponential backoff (429 and 503 wait
+as long as `Retry-After` says), but only while the next attempt can start before the deadline;
+otherwise the last failure is the answer. Answers are read up to a size limit and must be an
 OAuth success (RFC 6749 section 5.1) or error (section 5.2); anything else is a 502.
 """
 
@@ -11,8 +13,10 @@ import asyncio
 import email.utils
 import logging
 import math
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import aiohttp
@@ -36,6 +40,18 @@ class Issued(NamedTuple):
     expires_in: float
 
 
+@dataclass(frozen=True)
+class Retries:
+    """Backoff before attempt n+1: uniform in [0, min(cap, base * 2**(n-1))] (full jitter)."""
+
+    attempts: int = 5
+    base: float = 0.2
+    cap: float = 2.0
+
+    def backoff(self, attempt: int, draw: float) -> float:
+        return draw * min(self.cap, self.base * 2.0 ** (attempt - 1))
+
+
 class TokenClient:
     """The identity providers' token endpoints, over the app's shared ClientSession."""
 
@@ -43,9 +59,16 @@ class TokenClient:
         self,
         session: aiohttp.ClientSession,
         timeout: float,
+        *,
+        retries: Retries = Retries(),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        draw: Callable[[], float] = random.random,
     ) -> None:
         self.session = session
         self.timeout = timeout
+        self.retries = retries
+        self._sleep = sleep
+        self._draw = draw
 
     def deadline(self) -> float:
         """The event loop time by which a request started now must be answered."""
@@ -56,14 +79,29 @@ class TokenClient:
     ) -> Issued:
         """The token, or a GrantError: IdentityProviderRefused (its 4xx OAuth error) or
         IdentityProviderFailed (502). `form` builds each attempt's body afresh."""
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await self._attempt(provider, endpoint, form())
-        except TimeoutError:
-            raise IdentityProviderFailed(
-                f"The identity provider {provider} did not answer within {self.timeout:g} s.",
-                retryable=True,
-            ) from None
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self._attempt(provider, endpoint, form())
+            except TimeoutError:
+                raise IdentityProviderFailed(
+                    f"The identity provider {provider} did not answer within {self.timeout:g} s.",
+                    retryable=True,
+                ) from None
+            except IdentityProviderFailed as failure:
+                if not failure.retryable or attempt >= self.retries.attempts:
+                    raise
+                wait = failure.retry_after
+                if wait is None:
+                    wait = self.retries.backoff(attempt, self._draw())
+                if loop.time() + wait >= deadline:
+                    raise  # no attempt fits before the deadline: answer now, not at it
+                telemetry.inc_grant_retry(provider)
+                log.info("retrying the token request to %s in %.2f s (attempt %d)", provider, wait, attempt)
+                await self._sleep(wait)
 
     async def _attempt(self, provider: str, endpoint: str, form: dict[str, str]) -> Issued:
         started = time.perf_counter()

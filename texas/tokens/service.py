@@ -1,5 +1,6 @@
 """What the two token endpoints do once a request is parsed: pick the provider, check it is
-configured for the request, and answer from the cache or the identity provider.
+configured for the request, judge the user token when texas can, and answer from the cache or
+the identity provider.
 
 Which provider does what (shared/CONTRACT.md):
 
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import aiohttp
+import orjson
 
 from texas.config import GrantConfig
 from texas.errors import (
@@ -24,8 +26,9 @@ from texas.errors import (
     JwksError,
     TokenError,
 )
+from texas.introspection.handler import Introspector, IntrospectRequest
 from texas.introspection.providers import Provider, Providers
-from texas.introspection.validation import decode_payload, split, time_claim
+from texas.introspection.validation import decode_payload, peek_issuer, split, time_claim
 from texas.tokens import grants
 from texas.tokens.cache import GrantCache, Served, exchange_key, machine_key
 from texas.tokens.client import Issued, TokenClient
@@ -33,6 +36,8 @@ from texas.tokens.client import Issued, TokenClient
 log = logging.getLogger(__name__)
 
 MACHINE = ("maskinporten", "azuread")
+# Verdicts that say nothing against the user token: the provider then judges it itself.
+_NOT_THE_TOKENS_FAULT = frozenset({"active", "keys_unavailable"})
 EXCHANGE = ("tokenx", "azuread")
 
 
@@ -112,11 +117,13 @@ class Tokens:
         client: TokenClient,
         cache: GrantCache,
         *,
+        introspector: Introspector | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.providers = providers
         self.client = client
         self.cache = cache
+        self.introspector = introspector  # None: user tokens go to the provider unjudged
         self.clock = clock
         self._issuers = {p.name: Issuer(p, p.config.grant) for p in providers if p.config.grant is not None}
 
@@ -159,6 +166,7 @@ class Tokens:
             endpoint="token",
             provider=issuer.name,
             skip_cache=request.skip_cache,
+            refresh_ahead=True,
         )
         return issuer.name, served
 
@@ -166,6 +174,7 @@ class Tokens:
         """A token on behalf of the user: the provider's name (for metrics) and the token."""
         issuer = self.issuer(request.identity_provider, EXCHANGE, "tokens on behalf of a user")
         user_token = request.user_token
+        await self._judge(user_token)
 
         def form(client: grants.Client) -> dict[str, str]:
             build = grants.token_exchange if issuer.name == "tokenx" else grants.on_behalf_of
@@ -184,6 +193,23 @@ class Tokens:
             user_exp=user_exp if user_exp is not None else -1.0,
         )
         return issuer.name, served
+
+    async def _judge(self, user_token: str) -> None:
+        """Refuse a user token texas can judge and finds invalid (expired, forged, for another
+        audience...) before it costs a call to the identity provider. Judged with the same
+        core and verified-token cache as /api/v1/introspect; a token whose `iss` is no enabled
+        provider's, or one that is not even readable, is left to the identity provider."""
+        if self.introspector is None:
+            return
+        try:
+            provider = self.providers.by_issuer(peek_issuer(user_token))
+        except TokenError:
+            return
+        verdict = await self.introspector(IntrospectRequest(provider.name, user_token, None))
+        if verdict.outcome in _NOT_THE_TOKENS_FAULT:
+            return
+        sentence = orjson.loads(verdict.body)["error"]
+        raise InvalidTokenRequest(f"The user token is not valid ({verdict.outcome}): {sentence}")
 
     async def _fetch(self, issuer: Issuer, form: Callable[[grants.Client], dict[str, str]]) -> Issued:
         deadline = self.client.deadline()
