@@ -180,12 +180,24 @@ def set_token_cache_entries(entries: int) -> None:
     TOKEN_CACHE_ENTRIES.set(entries)
 
 
+_token_requests: dict[tuple[str, str, str], Any] = {}
+_grant_cache: dict[tuple[str, str], Any] = {}
+
+
 def inc_token_request(endpoint: str, provider: str, outcome: str) -> None:
-    TOKEN_REQUESTS.labels(endpoint, provider, outcome).inc()
+    child = _token_requests.get((endpoint, provider, outcome))
+    if child is None:
+        child = _token_requests[(endpoint, provider, outcome)] = TOKEN_REQUESTS.labels(
+            endpoint, provider, outcome
+        )
+    child.inc()
 
 
 def inc_grant_cache(endpoint: str, result: str) -> None:
-    GRANT_CACHE_LOOKUPS.labels(endpoint, result).inc()
+    child = _grant_cache.get((endpoint, result))
+    if child is None:
+        child = _grant_cache[(endpoint, result)] = GRANT_CACHE_LOOKUPS.labels(endpoint, result)
+    child.inc()
 
 
 def set_grant_cache(entries: int, size_bytes: int) -> None:

@@ -45,7 +45,10 @@ def read_fields(content_type: str, body: bytes, names: tuple[str, ...]) -> dict[
             raise InvalidTokenRequest("The request body is not valid JSON.") from None
         if not isinstance(data, dict):
             raise InvalidTokenRequest("The request body must be a JSON object.")
-        _refuse_repeated_json_fields(body, names)
+        # the cheap proof first (see texas.introspection.handler): string values only, and four
+        # quotes a member, means no member is repeated; anything else takes the exact check
+        if not (body.count(b'"') == 4 * len(data) and all(type(v) is str for v in data.values())):
+            _refuse_repeated_json_fields(body, names)
         return data
     if content_type == "application/x-www-form-urlencoded":
         try:
