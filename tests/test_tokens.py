@@ -473,6 +473,20 @@ async def test_metrics_count_requests_cache_and_upstream(
     assert "texas_grant_cache_entries" in text
 
 
+async def test_no_metric_label_comes_from_a_token_request(
+    make_texas: TexasFactory, issuer: AuthServer
+) -> None:
+    texas = await start(make_texas, issuer)
+    marker = "weird-provider-name"
+    await machine(texas, 400, identity_provider=marker, target=marker)
+    await exchange(texas, 400, identity_provider=marker, target=marker, user_token=marker)
+    assert marker not in await (await texas.get("/metrics")).text()
+    assert (
+        sample("texas_token_requests_total", endpoint="token", provider="none", outcome="invalid_request")
+        >= 1
+    )
+
+
 # --- secrets stay out of the logs ----------------------------------------------------------------
 
 

@@ -196,6 +196,8 @@ class GrantCache:
                 log.error("unexpected error fetching a token from %s", provider, exc_info=error)
             if background:
                 telemetry.inc_grant_refresh(provider, "error" if error is not None else "ok")
+                if isinstance(error, GrantError):
+                    log.warning("background renewal of a %s token failed: %s", provider, error.description)
 
         flight.add_done_callback(landed)
         return flight
