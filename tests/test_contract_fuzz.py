@@ -39,7 +39,8 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from tests.support import PROVIDERS, FakeIssuer, claims_for, environment, make_key, public_jwk, sign
+from tests.authserver import AuthServer
+from tests.support import PROVIDERS, claims_for, environment, make_key, public_jwk, sign
 from texas.app import create_app
 from texas.config import Config
 
@@ -77,7 +78,7 @@ class LiveService:
     def __init__(self, *, down: tuple[str, ...] = ()) -> None:
         self.down = down
         self.base_url = ""
-        self.issuer = FakeIssuer()
+        self.issuer = AuthServer()  # the fake issuer, with strict token endpoints
         self._ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
@@ -116,7 +117,12 @@ class LiveService:
             self.issuer.publish(provider, public_jwk(make_key("RS256", "key-1"), "key-1"))
             if provider in self.down:
                 self.issuer.state[provider].mode = "down"
-        config = Config.from_env(environment(self.issuer, TEXAS_JWKS_FETCH_TIMEOUT_SECONDS="1"))
+        grants = self.issuer.environment("maskinporten", "azuread", "tokenx")
+        config = Config.from_env(
+            environment(
+                self.issuer, TEXAS_JWKS_FETCH_TIMEOUT_SECONDS="1", TEXAS_TOKEN_TIMEOUT_SECONDS="2", **grants
+            )
+        )
         runner = web.AppRunner(create_app(config), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -126,6 +132,8 @@ class LiveService:
         try:
             await self._stop.wait()
         finally:
+            for endpoint in self.issuer.endpoints.values():
+                endpoint.release.set()
             await runner.cleanup()
             await issuer_runner.cleanup()
 
@@ -234,3 +242,33 @@ def test_not_ready_answer_keeps_the_contract() -> None:
         assert response.status_code == 503
         assert response.json()["providers"]["tokenx"]["ready"] is False
         schema["/readyz"]["GET"].validate_response(response)
+
+
+@pytest.mark.parametrize(
+    ("path", "mode", "status"),
+    [
+        ("/api/v1/token", "refuse", 400),
+        ("/api/v1/token", "refuse_bare", 401),
+        ("/api/v1/token", "garbage", 502),
+        ("/api/v1/token/exchange", "refuse_bare", 401),
+        ("/api/v1/token/exchange", "down", 502),
+    ],
+    ids=["token-refused", "token-refused-401", "token-garbage", "exchange-refused-401", "exchange-down"],
+)
+def test_token_error_answers_keep_the_contract(live: LiveService, path: str, mode: str, status: int) -> None:
+    """The identity provider's refusals and failures, which fuzzing against a healthy one never
+    meets, answered in the documented shapes."""
+    provider = "maskinporten" if path == "/api/v1/token" else "tokenx"
+    body: dict[str, Any] = {"identity_provider": provider, "target": f"nav:{mode}:{path}"}
+    if provider == "tokenx":
+        body["user_token"] = "not-a-jwt-so-not-judged-by-texas"
+    endpoint = live.issuer.endpoints[provider]
+    endpoint.mode = mode
+    try:
+        case = schema[path]["POST"].Case(body=body, media_type="application/json")
+        # a documented 502 is the point here, so not_a_server_error is left out with the rest
+        checks = [c for c in CHECKS if c not in (positive_data_acceptance, not_a_server_error)]
+        response = case.call_and_validate(base_url=live.base_url, checks=checks)
+    finally:
+        endpoint.mode = "ok"
+    assert response.status_code == status

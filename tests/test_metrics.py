@@ -235,10 +235,14 @@ async def test_token_cache_lookups_and_entries(texas: TestClient, issuer: FakeIs
 
 BOUNDED: dict[str, frozenset[str]] = {
     "provider": frozenset(PROVIDER_NAMES) | {"none"},
-    "outcome": frozenset(REASONS) | {"active"},
-    "route": frozenset({"/api/v1/introspect", "/healthz", "/readyz", "/metrics", "/openapi.yaml", "other"}),
+    "outcome": frozenset(REASONS) | {"active", "ok", "invalid_request", "refused", "server_error"},
+    "route": frozenset(
+        {"/api/v1/introspect", "/api/v1/token", "/api/v1/token/exchange"}
+        | {"/healthz", "/readyz", "/metrics", "/openapi.yaml", "other"}
+    ),
     "trigger": frozenset({"startup", "periodic", "retry", "unknown_kid", "trailing"}),
-    "result": frozenset({"200", "304", "error", "ok", "hit", "miss"}),
+    "result": frozenset({"200", "304", "error", "ok", "hit", "miss", "skip", "refused", "ahead"}),
+    "endpoint": frozenset({"token", "exchange"}),
 }
 
 

@@ -21,6 +21,11 @@ from texas.introspection.providers import Providers
 from texas.ops import logs, probes, telemetry, tracing
 from texas.ops.probes import Handler
 from texas.runner import LIFECYCLE, DrainingRunner, Lifecycle
+from texas.tokens import handler as tokens_handler
+from texas.tokens.cache import GrantCache
+from texas.tokens.client import TokenClient
+from texas.tokens.handler import TOKENS
+from texas.tokens.service import Tokens
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,10 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 PROVIDERS = probes.PROVIDERS
 DEV_MODE = probes.DEV_MODE
 INTROSPECT_PATH = "/api/v1/introspect"
+# Connections to identity providers: a pool, shared by key set, discovery and token requests.
+POOL_SIZE = 100
+POOL_SIZE_PER_HOST = 32
+SWEEP_SECONDS = 60
 _INTERNAL_ERROR = handler.inactive_body(BadRequest("The service failed to handle the request."))
 
 
@@ -84,16 +93,19 @@ def _not_found_for_the_rest(app: web.Application) -> None:
 
 
 def create_app(config: Config, *, dev: bool = False) -> web.Application:
-    """The service: introspection plus probes and metrics."""
+    """The service: introspection, tokens for calling other APIs, probes and metrics."""
     app = web.Application(client_max_size=handler.MAX_BODY_BYTES)
     app[CONFIG] = config
     app[DEV_MODE] = dev
     app[LIFECYCLE] = Lifecycle()
     app.cleanup_ctx.append(_http_session)
     app.cleanup_ctx.append(_providers)
+    app.cleanup_ctx.append(_tokens)
     if config.probe_bind_address is not None:
         app.cleanup_ctx.append(_probe_listener)
     route(app, "POST", INTROSPECT_PATH, handler.handle)
+    route(app, "POST", tokens_handler.TOKEN_PATH, tokens_handler.token)
+    route(app, "POST", tokens_handler.EXCHANGE_PATH, tokens_handler.exchange)
     route(app, "GET", "/openapi.yaml", probes.openapi)
     probes.add_routes(app, route)
     _not_found_for_the_rest(app)
@@ -127,9 +139,15 @@ async def create_app_from_env() -> web.AppRunner:
 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:
+    """One ClientSession for every call to an identity provider. Its timeout is the key-set
+    fetch's; token requests set their own (TEXAS_TOKEN_TIMEOUT_SECONDS). Answers are read
+    through size limits (jwks.read_limited)."""
     config = app[CONFIG]
     timeout = aiohttp.ClientTimeout(total=config.jwks_fetch_timeout_seconds)
-    async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": "texas"}) as session:
+    connector = aiohttp.TCPConnector(limit=POOL_SIZE, limit_per_host=POOL_SIZE_PER_HOST, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers={"User-Agent": "texas"}
+    ) as session:
         app[SESSION] = session
         yield
 
@@ -179,3 +197,26 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
                 await task
         for p in providers:
             await p.jwks.close()
+
+
+async def _tokens(app: web.Application) -> AsyncIterator[None]:
+    """The token endpoints' cache and client; background renewals and fetches still under way
+    end with the app."""
+    config = app[CONFIG]
+    cache = GrantCache(config.grant_cache_size, config.grant_cache_bytes)
+    client = TokenClient(app[SESSION], config.token_timeout_seconds)
+    app[TOKENS] = Tokens(app[PROVIDERS], client, cache, introspector=app[INTROSPECTOR])
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            cache.sweep()
+
+    sweeper = asyncio.create_task(sweep(), name="grant-cache-sweep")
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        await cache.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from texas.errors import ConfigError
+from texas.tokens.assertion import SigningKey, parse_private_jwk
 
 DEFAULT_SECRETS_DIR = Path("/var/run/secrets/nais.io")
 
@@ -28,11 +29,24 @@ class ProviderSpec:
     well_known_url: str
     issuer: str
     jwks_uri: str
+    grant: GrantSpec | None = None  # None: the provider issues no tokens to apps (ID-porten)
 
     @property
     def variables(self) -> tuple[str, ...]:
         names = (self.enabled, self.audience, self.well_known_url, self.issuer, self.jwks_uri)
-        return tuple(n for n in names if n is not None)
+        grant = (
+            (self.grant.client_id, self.grant.private_jwk, self.grant.token_endpoint) if self.grant else ()
+        )
+        return tuple(dict.fromkeys(n for n in (*names, *grant) if n is not None))
+
+
+@dataclass(frozen=True)
+class GrantSpec:
+    """The NAIS variable names a provider needs to hand out tokens (/api/v1/token*)."""
+
+    client_id: str
+    private_jwk: str
+    token_endpoint: str
 
 
 SPECS: tuple[ProviderSpec, ...] = (
@@ -51,6 +65,7 @@ SPECS: tuple[ProviderSpec, ...] = (
         "MASKINPORTEN_WELL_KNOWN_URL",
         "MASKINPORTEN_ISSUER",
         "MASKINPORTEN_JWKS_URI",
+        GrantSpec("MASKINPORTEN_CLIENT_ID", "MASKINPORTEN_CLIENT_JWK", "MASKINPORTEN_TOKEN_ENDPOINT"),
     ),
     ProviderSpec(
         "azuread",
@@ -59,6 +74,7 @@ SPECS: tuple[ProviderSpec, ...] = (
         "AZURE_APP_WELL_KNOWN_URL",
         "AZURE_OPENID_CONFIG_ISSUER",
         "AZURE_OPENID_CONFIG_JWKS_URI",
+        GrantSpec("AZURE_APP_CLIENT_ID", "AZURE_APP_JWK", "AZURE_OPENID_CONFIG_TOKEN_ENDPOINT"),
     ),
     ProviderSpec(
         "tokenx",
@@ -67,10 +83,32 @@ SPECS: tuple[ProviderSpec, ...] = (
         "TOKEN_X_WELL_KNOWN_URL",
         "TOKEN_X_ISSUER",
         "TOKEN_X_JWKS_URI",
+        GrantSpec("TOKEN_X_CLIENT_ID", "TOKEN_X_PRIVATE_JWK", "TOKEN_X_TOKEN_ENDPOINT"),
     ),
 )
 PROVIDER_NAMES: tuple[str, ...] = tuple(s.name for s in SPECS)
 ALIASES: Mapping[str, str] = {"entra_id": "azuread"}
+
+
+@dataclass(frozen=True)
+class GrantConfig:
+    """What a provider has of the settings for handing out tokens. A provider may be enabled
+    without them (it still introspects); a token request then names the first one missing."""
+
+    spec: GrantSpec
+    client_id: str | None = None
+    private_jwk: SigningKey | None = None  # its repr shows the kid only
+    token_endpoint: str | None = None  # None: from the discovery document
+
+    def missing(self, *, discovery: bool) -> str | None:
+        """The variable a token request lacks, or None when it has all it needs."""
+        if not self.client_id:
+            return self.spec.client_id
+        if self.private_jwk is None:
+            return self.spec.private_jwk
+        if not self.token_endpoint and not discovery:
+            return self.spec.token_endpoint
+        return None
 
 
 @dataclass(frozen=True)
@@ -82,6 +120,7 @@ class ProviderConfig:
     issuer: str | None = None
     jwks_uri: str | None = None
     well_known_url: str | None = None
+    grant: GrantConfig | None = None
 
     def __post_init__(self) -> None:
         if not (self.well_known_url or (self.issuer and self.jwks_uri)):
@@ -109,6 +148,9 @@ class Config:
     jwks_max_stale_seconds: float = 86400
     token_cache_size: int = 10_000
     token_cache_bytes: int = 4 * 1024 * 1024
+    token_timeout_seconds: float = 5
+    grant_cache_size: int = 10_000
+    grant_cache_bytes: int = 16 * 1024 * 1024
     log_level: str = "INFO"
     log_format: str = "json"
     access_log: bool = False
@@ -159,6 +201,9 @@ class Config:
             jwks_max_stale_seconds=max_stale,
             token_cache_size=_count(environ, "TEXAS_TOKEN_CACHE_SIZE", 10_000),
             token_cache_bytes=_count(environ, "TEXAS_TOKEN_CACHE_BYTES", 4 * 1024 * 1024),
+            token_timeout_seconds=_seconds(environ, "TEXAS_TOKEN_TIMEOUT_SECONDS", 5),
+            grant_cache_size=_count(environ, "TEXAS_GRANT_CACHE_SIZE", 10_000),
+            grant_cache_bytes=_count(environ, "TEXAS_GRANT_CACHE_BYTES", 16 * 1024 * 1024),
             log_level=log_level,
             log_format=log_format,
             access_log=access_log == "true",
@@ -195,7 +240,26 @@ def _read_provider(
         if not audience:
             raise ConfigError(f"{spec.enabled}=true needs {spec.audience}, the audience tokens must carry")
     return ProviderConfig(
-        name=spec.name, audience=audience, issuer=issuer, jwks_uri=jwks_uri, well_known_url=well_known
+        name=spec.name,
+        audience=audience,
+        issuer=issuer,
+        jwks_uri=jwks_uri,
+        well_known_url=well_known,
+        grant=_read_grant(spec.grant, values) if spec.grant is not None else None,
+    )
+
+
+def _read_grant(spec: GrantSpec, values: Mapping[str, str | None]) -> GrantConfig:
+    """Client id, private key and token endpoint; each may be missing, but a private key that is
+    given must be one texas can sign with, so a bad one stops start-up."""
+    raw_key, endpoint = values[spec.private_jwk], values[spec.token_endpoint]
+    if endpoint:
+        _check_url(spec.token_endpoint, endpoint)
+    return GrantConfig(
+        spec=spec,
+        client_id=values[spec.client_id],
+        private_jwk=parse_private_jwk(spec.private_jwk, raw_key) if raw_key else None,
+        token_endpoint=endpoint,
     )
 
 

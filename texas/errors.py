@@ -3,10 +3,15 @@
     TexasError
     ├── ConfigError        bad configuration; stops start-up with one line
     ├── JwksError          a key set or discovery document could not be had (infrastructure)
-    └── TokenError         a verdict: the token is inactive, with a stable `reason` code
+    ├── TokenError         a verdict: the token is inactive, with a stable `reason` code
+    └── GrantError         a token request (/api/v1/token, /token/exchange) was not answered
+        ├── InvalidTokenRequest     the caller's mistake: 400 invalid_request
+        ├── IdentityProviderRefused the identity provider's own OAuth error, passed on
+        └── IdentityProviderFailed  unreachable, timed out, 5xx or nonsense: 502 server_error
 
 `TokenError.reason` is one of `REASONS` (the contract's list) and is what apps branch on;
-`str(error)` is the human sentence that goes into the `error` field.
+`str(error)` is the human sentence that goes into the `error` field. A `GrantError` carries
+the HTTP status, OAuth `error` code and `error_description` sentence of its answer.
 """
 
 from __future__ import annotations
@@ -119,3 +124,42 @@ class IssuedInFuture(TokenError):
 
 class InsufficientLevel(TokenError):
     reason = "insufficient_level"
+
+
+class GrantError(TexasError):
+    """A token request that ends without a token: the answer's status, OAuth code and sentence."""
+
+    status: int = 400
+    error: str = "invalid_request"
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class InvalidTokenRequest(GrantError):
+    """The caller's mistake, or a provider not configured for the request."""
+
+
+class IdentityProviderRefused(GrantError):
+    """The identity provider answered 4xx with an OAuth error: passed on as it came."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+
+
+class IdentityProviderFailed(GrantError):
+    """The identity provider could not be reached, timed out, answered 5xx or nonsense.
+    `retryable` marks failures that a retry (or a cached token) may paper over."""
+
+    status = 502
+    error = "server_error"
+
+    def __init__(
+        self, description: str, *, retryable: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(description)
+        self.retryable = retryable
+        self.retry_after = retry_after

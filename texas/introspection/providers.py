@@ -34,6 +34,9 @@ class Provider:
         self.issuer: str | None = None
         self.jwks_uri: str | None = None
         self.policy: Policy | None = None
+        # For the token endpoints (texas.tokens): the discovery document's token_endpoint.
+        self.token_endpoint: str | None = None
+        self._discovered = False
         if config.issuer and config.jwks_uri:
             self._resolve(config.issuer, config.jwks_uri)
         self.jwks = RemoteJwks(self.name, self.locate, session, settings)
@@ -77,7 +80,19 @@ class Provider:
             raise JwksError("the discovery document has no issuer")
         if not isinstance(jwks_uri, str) or urlsplit(jwks_uri).scheme not in ("http", "https"):
             raise JwksError("the discovery document has no http(s) jwks_uri")
+        token_endpoint = document.get("token_endpoint")
+        if isinstance(token_endpoint, str) and urlsplit(token_endpoint).scheme in ("http", "https"):
+            self.token_endpoint = token_endpoint
+        self._discovered = True
         return issuer, jwks_uri
+
+    async def discover_token_endpoint(self) -> str | None:
+        """The discovery document's token_endpoint, for the token endpoints: read along with
+        the keys' discovery, or fetched once here when explicit issuer and JWKS URI made that
+        unnecessary. Raises JwksError or aiohttp.ClientError when the document cannot be had."""
+        if not self._discovered and self.config.well_known_url is not None:
+            await self._discover(self.config.well_known_url)
+        return self.token_endpoint
 
     def readiness(self) -> dict[str, object]:
         keys = self.jwks.current()

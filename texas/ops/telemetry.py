@@ -81,6 +81,51 @@ TOKEN_CACHE_ENTRIES = Gauge(
     multiprocess_mode="livesum",
 )
 
+TOKEN_REQUESTS = Counter(
+    "texas_token_requests",
+    "Token requests (/api/v1/token, /token/exchange) by endpoint, provider and outcome "
+    "(ok, invalid_request, refused, server_error).",
+    ["endpoint", "provider", "outcome"],
+)
+GRANT_CACHE_LOOKUPS = Counter(
+    "texas_grant_cache_lookups",
+    "Issued-token cache lookups by endpoint and result (hit, ahead: a hit that started a "
+    "background renewal, miss, skip: skip_cache).",
+    ["endpoint", "result"],
+)
+GRANT_CACHE_ENTRIES = Gauge(
+    "texas_grant_cache_entries",
+    "Issued tokens held in the cache, summed across workers.",
+    multiprocess_mode="livesum",
+)
+GRANT_CACHE_BYTES = Gauge(
+    "texas_grant_cache_bytes",
+    "Bytes of issued tokens held in the cache (estimated), summed across workers.",
+    multiprocess_mode="livesum",
+)
+GRANT_STALE_SERVED = Counter(
+    "texas_grant_stale_served",
+    "Cached tokens served because the identity provider could not be reached or failed.",
+    ["provider"],
+)
+GRANT_REFRESHES = Counter(
+    "texas_grant_refreshes",
+    "Background renewals of machine tokens asked for inside their margin, by result.",
+    ["provider", "result"],
+)
+GRANT_RETRIES = Counter(
+    "texas_grant_retries",
+    "Token requests to an identity provider retried after a connection error, 5xx or 429.",
+    ["provider"],
+)
+GRANT_UPSTREAM_DURATION = Histogram(
+    "texas_grant_upstream_duration_seconds",
+    "Time of one token request to an identity provider, by provider and result (ok, refused: "
+    "its OAuth error, error: unreachable, timed out, 5xx, 429 or nonsense).",
+    ["provider", "result"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
 STALENESS_NAME = "texas_jwks_staleness_seconds"
 
 
@@ -133,6 +178,47 @@ def inc_token_cache(hit: bool) -> None:
 
 def set_token_cache_entries(entries: int) -> None:
     TOKEN_CACHE_ENTRIES.set(entries)
+
+
+_token_requests: dict[tuple[str, str, str], Any] = {}
+_grant_cache: dict[tuple[str, str], Any] = {}
+
+
+def inc_token_request(endpoint: str, provider: str, outcome: str) -> None:
+    child = _token_requests.get((endpoint, provider, outcome))
+    if child is None:
+        child = _token_requests[(endpoint, provider, outcome)] = TOKEN_REQUESTS.labels(
+            endpoint, provider, outcome
+        )
+    child.inc()
+
+
+def inc_grant_cache(endpoint: str, result: str) -> None:
+    child = _grant_cache.get((endpoint, result))
+    if child is None:
+        child = _grant_cache[(endpoint, result)] = GRANT_CACHE_LOOKUPS.labels(endpoint, result)
+    child.inc()
+
+
+def set_grant_cache(entries: int, size_bytes: int) -> None:
+    GRANT_CACHE_ENTRIES.set(entries)
+    GRANT_CACHE_BYTES.set(size_bytes)
+
+
+def inc_grant_stale(provider: str) -> None:
+    GRANT_STALE_SERVED.labels(provider).inc()
+
+
+def inc_grant_refresh(provider: str, result: str) -> None:
+    GRANT_REFRESHES.labels(provider, result).inc()
+
+
+def inc_grant_retry(provider: str) -> None:
+    GRANT_RETRIES.labels(provider).inc()
+
+
+def observe_grant_upstream(provider: str, result: str, seconds: float) -> None:
+    GRANT_UPSTREAM_DURATION.labels(provider, result).observe(seconds)
 
 
 def multiprocess_enabled() -> bool:
