@@ -158,6 +158,13 @@ async def steps(tmp: Path) -> dict[str, Callable[[], object]]:
         "handler: parse_request": lambda: handler.parse_request("application/json", body),
         "handler: telemetry.inc_introspection": lambda: telemetry.inc_introspection("idporten", "active"),
         "app: observed wrapper around the handler": wrapper_parts,
+        "  logs.accept_request_id (new id)": lambda: logs.accept_request_id(None),
+        "  request_id context variable set + reset": lambda: logs.request_id.reset(logs.request_id.set("x")),
+        "  IN_FLIGHT gauge inc + dec": lambda: (telemetry.IN_FLIGHT.inc(), telemetry.IN_FLIGHT.dec()),
+        "  telemetry.observe_request (histogram + counter)": lambda: telemetry.observe_request(
+            "/api/v1/introspect", 200, 0.0003
+        ),
+        "  response.headers['X-Request-Id'] = rid": lambda: response.headers.__setitem__("X-Request-Id", "x"),
         "new: Introspector.__call__ (cache miss, full cache)": new_token,
         "  split (header memoised)": lambda: split(seen_token),
         "  RemoteJwks.keys_for": lambda: run_coroutine(provider.jwks.keys_for(KID)),
