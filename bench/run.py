@@ -62,6 +62,9 @@ EXAMPLE_PATH = (
 WORKLOADS = ("seen", "new")
 # Upper bound on req/s one validating worker can reach on a fast core: sizes the token pool.
 RATE_BOUND = 16_000
+# Never fewer distinct `new` tokens than this: four times texas's default cache of 10,000, so
+# no cache of any target can turn "new" into "seen".
+MIN_NEW_TOKENS = 40_000
 
 
 @dataclass(frozen=True)
@@ -90,17 +93,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     p.add_argument(
         "--targets",
-        default="texas,ceiling,pyjwt",
-        help="comma list of texas, ceiling, pyjwt (the ceiling is always added)",
+        default="texas,ceiling,pyjwt,node",
+        help="comma list of texas, ceiling, pyjwt, node (the ceiling is always added)",
     )
     p.add_argument("--workloads", default="seen,new", help="comma list of seen, new")
     p.add_argument("--connections", type=int, default=32)
     p.add_argument(
         "--gunicorn-workers",
-        type=int,
-        default=0,
-        metavar="N",
-        help="run every target under gunicorn with N workers (texas with deploy/)",
+        default="0",
+        metavar="N[,N...]",
+        help="run every target under gunicorn with N workers (texas with deploy/, node with "
+        "node:cluster); a comma list such as 1,2 measures each, interleaved; 0: one plain process",
     )
     p.add_argument(
         "--tokens",
@@ -135,6 +138,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.targets = [t for t in args.targets.split(",") if t]
     args.workloads = [w for w in args.workloads.split(",") if w]
+    try:
+        args.gunicorn_workers = [int(n) for n in str(args.gunicorn_workers).split(",") if n]
+    except ValueError:
+        p.error("--gunicorn-workers takes a number or a comma list of numbers")
+    if not args.gunicorn_workers or min(args.gunicorn_workers) < 0:
+        p.error("--gunicorn-workers takes numbers from 0 up")
     unknown = set(args.targets) - set(targets.NAMES) | set(args.workloads) - set(WORKLOADS)
     if min(args.duration, args.rounds, args.connections) < 1 or args.warmup < 0:
         p.error("--duration, --rounds and --connections must be at least 1")
@@ -143,7 +152,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if "ceiling" not in args.targets:
         args.targets.append("ceiling")  # every ratio is to the ceiling of the same round
     per_run = args.duration + args.warmup + 3  # start, checks, stop
-    if args.rounds * len(args.targets) * len(args.workloads) * per_run > 0.9 * LIFETIME_SECONDS:
+    runs = args.rounds * len(args.targets) * len(args.workloads) * len(args.gunicorn_workers)
+    if runs * per_run > 0.9 * LIFETIME_SECONDS:
         p.error("that many rounds would outlive the tokens (valid 1 h): use fewer or shorter")
     return args
 
@@ -171,6 +181,18 @@ def ensure_wrk() -> str:
     )
 
 
+def ensure_node_packages() -> None:
+    """The Node peer's packages, installed from its lock file with `npm ci` when missing."""
+    node_dir = targets.NODE_DIR
+    if (node_dir / "node_modules" / "jose").is_dir():
+        return
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        sys.exit("the node target needs Node.js 20 or later and npm (or leave it out: --targets texas,pyjwt)")
+    print("installing the Node peer's packages: npm ci in bench/node", flush=True)
+    if subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=node_dir).returncode != 0:
+        sys.exit("npm ci failed in bench/node")
+
+
 def check_packages() -> None:
     """Fail before minting and measuring, not after, when a needed package is missing."""
     needed = {"yaml": "pyyaml", "matplotlib": "matplotlib", "jwt": "PyJWT[crypto]"}
@@ -191,13 +213,13 @@ def cpu_list(text: str) -> frozenset[int]:
 
 
 def plan_cpus(
-    args: argparse.Namespace,
+    args: argparse.Namespace, workers: int
 ) -> tuple[frozenset[int] | None, frozenset[int] | None, str]:
     """(server CPUs, wrk CPUs, a sentence saying how they were chosen)."""
     if not hasattr(os, "sched_setaffinity"):
         return None, None, "no CPU pinning on this system"
     available = sorted(os.sched_getaffinity(0))
-    need = max(1, args.gunicorn_workers)
+    need = max(1, workers)
     if len(available) > need:
         server, load = frozenset(available[:need]), frozenset(available[need:])
     else:
@@ -246,7 +268,7 @@ def forge(token: str) -> str:
 
 def write_bodies(args: argparse.Namespace, spec: TokenSpec, tmp: Path, workers: int) -> Bodies:
     template, source = body_template(args.openapi)
-    pool = args.tokens or int(args.duration * RATE_BOUND * max(1, workers))
+    pool = args.tokens or max(MIN_NEW_TOKENS, int(args.duration * RATE_BOUND * max(1, workers)))
     seen_count = max(1, args.seen_tokens)
     total = pool + seen_count + 1
     started = time.monotonic()
@@ -295,8 +317,9 @@ def start_jwks(key_path: Path, log_dir: Path) -> tuple[subprocess.Popen[bytes], 
 # -- one run -----------------------------------------------------------------------------
 
 
-def wrk(binary: str, args: argparse.Namespace, port: int, bodies: Path, seconds: int) -> dict[str, Any]:
-    threads = args.wrk_threads
+def wrk(
+    binary: str, args: argparse.Namespace, threads: int, port: int, bodies: Path, seconds: int
+) -> dict[str, Any]:
     argv = [
         binary,
         "-t",
@@ -344,6 +367,7 @@ def measure(
     setup: Setup,
     bodies: Bodies,
     wrk_bin: str,
+    wrk_threads: int,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Start a fresh target, check its verdicts, warm it up, measure it, stop it."""
@@ -353,11 +377,11 @@ def measure(
         seen_first = bodies.files["seen"].read_bytes().split(b"\n", 1)[0]
         target.check_verdicts([bodies.probe, seen_first], bodies.forged)
         if args.warmup > 0:  # with seen tokens only: the 'new' pool stays unseen
-            wrk(wrk_bin, args, target.port, bodies.files["seen"], args.warmup)
+            wrk(wrk_bin, args, wrk_threads, target.port, bodies.files["seen"], args.warmup)
         cache0 = target.cache_lookups()
         cpu0, all0, wrk0 = target.cpu_ticks(), machine_ticks(), children_cpu_seconds()
         t0 = time.monotonic()
-        result = wrk(wrk_bin, args, target.port, bodies.files[workload], args.duration)
+        result = wrk(wrk_bin, args, wrk_threads, target.port, bodies.files[workload], args.duration)
         t1 = time.monotonic()
         cpu1, all1, wrk1 = target.cpu_ticks(), machine_ticks(), children_cpu_seconds()
         rss = target.peak_rss_kib()
@@ -475,21 +499,49 @@ def progress(run: dict[str, Any], total: str) -> None:
     print(f"{total}{line}", flush=True)
 
 
+@dataclass(frozen=True)
+class Mode:
+    """How every target is run in part of a benchmark: one process, or gunicorn with N workers."""
+
+    workers: int  # 0: one plain process
+    server_cpus: frozenset[int] | None
+    wrk_cpus: frozenset[int] | None
+    cpu_note: str
+    wrk_threads: int
+
+    @property
+    def name(self) -> str:
+        return f"gunicorn, {self.workers} workers" if self.workers else "one process"
+
+    @property
+    def key(self) -> str:
+        return f"gunicorn-{self.workers}" if self.workers else "process"
+
+
+def plan_modes(args: argparse.Namespace) -> list[Mode]:
+    modes = []
+    for workers in args.gunicorn_workers:
+        server, load, note = plan_cpus(args, workers)
+        threads = args.wrk_threads or max(1, min(len(load or [0]), 4, args.connections))
+        modes.append(Mode(workers, server, load, note, threads))
+    return modes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     check_packages()
     wrk_bin = ensure_wrk()
-    server_cpus, wrk_cpus, cpu_note = plan_cpus(args)
-    if not args.wrk_threads:
-        args.wrk_threads = max(1, min(len(wrk_cpus or [0]), 4, args.connections))
+    if "node" in args.targets:
+        ensure_node_packages()
+    modes = plan_modes(args)
     command = "python bench/run.py" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:]))
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    mode = f"gunicorn, {args.gunicorn_workers} workers" if args.gunicorn_workers else "one process"
-    print(
-        f"texas benchmark: {mode} per target; {cpu_note}; {args.connections} connections; "
-        f"{args.rounds} rounds x {args.duration:g} s (+{args.warmup:g} s warm-up)",
-        flush=True,
-    )
+    for mode in modes:
+        print(
+            f"texas benchmark: {mode.name} per target; {mode.cpu_note}; {args.connections} connections; "
+            f"{args.rounds} rounds x {args.duration:g} s (+{args.warmup:g} s warm-up)",
+            flush=True,
+        )
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if load > 0.5:
@@ -498,16 +550,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "and makes the figures noisier (see 'other' cores per run)",
             flush=True,
         )
-    runs: list[dict[str, Any]] = []
-    failures: dict[str, str] = {}
+    runs: dict[str, list[dict[str, Any]]] = {mode.key: [] for mode in modes}
+    failures: dict[str, dict[str, str]] = {mode.key: {} for mode in modes}
     with tempfile.TemporaryDirectory(prefix="texas-bench-") as tmp_name:
         tmp = Path(tmp_name)
         key_path = tmp / "key.pem"
         key_path.write_bytes(new_key_pem())
         spec = TokenSpec(key_pem=key_path.read_bytes())
-        bodies = write_bodies(args, spec, tmp, args.gunicorn_workers)  # on every CPU
-        if wrk_cpus is not None:
-            os.sched_setaffinity(0, wrk_cpus)  # from now on: this script, JWKS server, wrk
+        most = max(mode.workers for mode in modes)
+        bodies = write_bodies(args, spec, tmp, most)  # on every CPU
+        if modes[0].wrk_cpus is not None:
+            os.sched_setaffinity(0, modes[0].wrk_cpus)  # this script and the JWKS server
         if args.nice:
             try:
                 os.nice(args.nice)  # inherited by every process started from here on
@@ -515,41 +568,66 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"WARNING: --nice {args.nice} not applied ({error.strerror})", flush=True)
         (tmp / "secrets").mkdir()
         jwks, jwks_uri = start_jwks(key_path, tmp)
-        setup = Setup(ISSUER, AUDIENCE, jwks_uri, tmp / "secrets", tmp, server_cpus, args.gunicorn_workers)
+        setups = {
+            mode.key: Setup(ISSUER, AUDIENCE, jwks_uri, tmp / "secrets", tmp, mode.server_cpus, mode.workers)
+            for mode in modes
+        }
         try:
             for rnd in range(args.rounds):
-                for workload in rotate(args.workloads, rnd):
-                    for name in rotate(args.targets, rnd):
-                        if name in failures:
-                            continue
-                        head = f"[round {rnd + 1}/{args.rounds}] {workload:4} {name:8}"
-                        try:
-                            run = measure(name, workload, rnd, setup, bodies, wrk_bin, args)
-                        except TargetError as error:
-                            failures[name] = scrub(str(error), tmp)
-                            print(f"{head} FAILED: {error}", flush=True)
-                            continue
-                        runs.append(run)
-                        progress(run, head)
+                for mode in modes:
+                    if mode.wrk_cpus is not None:
+                        os.sched_setaffinity(0, mode.wrk_cpus)  # wrk inherits it
+                    failed = failures[mode.key]
+                    for workload in rotate(args.workloads, rnd):
+                        for name in rotate(args.targets, rnd):
+                            if name in failed:
+                                continue
+                            where = f" {mode.key}" if len(modes) > 1 else ""
+                            head = f"[round {rnd + 1}/{args.rounds}{where}] {workload:4} {name:8}"
+                            try:
+                                run = measure(
+                                    name,
+                                    workload,
+                                    rnd,
+                                    setups[mode.key],
+                                    bodies,
+                                    wrk_bin,
+                                    mode.wrk_threads,
+                                    args,
+                                )
+                            except TargetError as error:
+                                failed[name] = scrub(str(error), tmp)
+                                print(f"{head} FAILED: {error}", flush=True)
+                                continue
+                            run["workers"] = mode.workers
+                            runs[mode.key].append(run)
+                            progress(run, head)
         finally:
             jwks.terminate()
             jwks.wait()
 
     ordered = [t for t in targets.NAMES if t in args.targets]
-    summary = report.summarise(runs, ordered, args.workloads)
-    invalid = [r for r in runs if not r["valid"]]
-    print(report.table(summary, ordered, failures, invalid))
+    summaries = {}
+    for mode in modes:
+        summaries[mode.key] = summary = report.summarise(runs[mode.key], ordered, args.workloads)
+        invalid = [r for r in runs[mode.key] if not r["valid"]]
+        print(f"\n== {mode.name} per target; {mode.cpu_note}")
+        print(report.table(summary, ordered, failures[mode.key], invalid))
+    if len(modes) > 1:
+        print(scaling(summaries, modes, ordered, args.workloads))
     print(f"\nrequest bodies from {bodies.source}; tokens {bodies.token_bytes} bytes, RS256")
 
+    every_run = [r for mode in modes for r in runs[mode.key]]
     results = {
         "command": command,
         "started": started_at,
         "machine": machine(wrk_bin),
         "conditions": {
-            "mode": mode,
-            "cpus": cpu_note,
+            "modes": [
+                {"mode": m.name, "workers": m.workers, "cpus": m.cpu_note, "wrk_threads": m.wrk_threads}
+                for m in modes
+            ],
             "connections": args.connections,
-            "wrk_threads": args.wrk_threads,
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "rounds": args.rounds,
@@ -560,23 +638,49 @@ def main(argv: Sequence[str] | None = None) -> int:
             "load_average_at_start": load,
             "nice": args.nice,
         },
-        "summary": summary,
-        "failures": failures,
-        "runs": runs,
+        # One mode: the summary itself, as before; several: by mode ("process", "gunicorn-N").
+        "summary": summaries[modes[0].key] if len(modes) == 1 else summaries,
+        "failures": failures[modes[0].key] if len(modes) == 1 else failures,
+        "runs": every_run,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
-    others = [r["other_cpu_cores"] for r in runs if r.get("other_cpu_cores") is not None]
-    if others:
-        cpu_note += f"; other work used median {statistics.median(others):.2f} cores"
-    title = (
-        f"texas benchmark: {mode}, {args.connections} connections, "
-        f"{args.rounds} x {args.duration:g} s; median, whiskers min-max, "
-        f"labels = ratio to ceiling\n{cpu_note}\n{started_at}  {command}"
-    )
-    report.chart(summary, ordered, title, args.out / "latest.png")
-    print(f"wrote {args.out / 'latest.json'} and {args.out / 'latest.png'}")
-    return 1 if failures or not runs else 0
+    charts = []
+    for index, mode in enumerate(modes):
+        note = mode.cpu_note
+        others = [r["other_cpu_cores"] for r in runs[mode.key] if r.get("other_cpu_cores") is not None]
+        if others:
+            note += f"; other work used median {statistics.median(others):.2f} cores"
+        title = (
+            f"texas benchmark: {mode.name}, {args.connections} connections, "
+            f"{args.rounds} x {args.duration:g} s; median, whiskers min-max, "
+            f"labels = ratio to ceiling\n{note}\n{started_at}  {command}"
+        )
+        path = args.out / ("latest.png" if index == 0 else f"latest-{mode.key}.png")
+        report.chart(summaries[mode.key], ordered, title, path)
+        charts.append(str(path))
+    print(f"wrote {args.out / 'latest.json'} and {', '.join(charts)}")
+    return 1 if any(failures.values()) or not every_run else 0
+
+
+def scaling(
+    summaries: dict[str, dict[str, Any]],
+    modes: Sequence[Mode],
+    ordered: Sequence[str],
+    workloads: Sequence[str],
+) -> str:
+    """req/s per target and workload side by side for each worker count: scaling per core."""
+    lines = ["", "req/s by worker count (median over rounds)"]
+    lines.append(f"  {'workload':8} {'target':8} " + " ".join(f"{m.key:>12}" for m in modes))
+    for workload in workloads:
+        for target in ordered:
+            cells = []
+            for mode in modes:
+                entry = summaries[mode.key].get(workload, {}).get(target)
+                rps = entry.get("rps") if entry else None
+                cells.append(f"{rps['median']:12.0f}" if rps else f"{'-':>12}")
+            lines.append(f"  {workload:8} {target:8} " + " ".join(cells))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

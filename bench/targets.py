@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,9 +25,10 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 GUNICORN_CONF = Path("deploy") / "gunicorn.conf.py"  # relative to REPO_ROOT
-NAMES = ("texas", "ceiling", "pyjwt")
+NAMES = ("texas", "ceiling", "pyjwt", "node")
 # The ceiling never reads the token, so reusing tokens cannot flatter it.
-VALIDATES = {"texas": True, "ceiling": False, "pyjwt": True}
+VALIDATES = {"texas": True, "ceiling": False, "pyjwt": True, "node": True}
+NODE_DIR = BENCH_DIR / "node"
 # Inherited variables that would change what a target does (other providers, tracing, ...).
 DROPPED_PREFIXES = (
     "IDPORTEN_",
@@ -61,6 +63,7 @@ class Setup:
     log_dir: Path
     server_cpus: frozenset[int] | None
     gunicorn_workers: int  # 0: one plain process
+    wrapper: tuple[str, ...] = ()  # a command that runs the target, e.g. valgrind
 
 
 def free_port() -> int:
@@ -98,6 +101,9 @@ def command(name: str, setup: Setup, port: int) -> list[str]:
     """The command line of a target, run from the repository root."""
     python = sys.executable
     workers = setup.gunicorn_workers
+    if name == "node":
+        # One process, or node:cluster with WEB_CONCURRENCY workers (environment() sets it).
+        return [shutil.which("node") or "node", str(NODE_DIR / "server.mjs")]
     if name == "texas" and not workers:
         return [python, "-m", "texas", "serve"]
     if name == "texas" and (REPO_ROOT / GUNICORN_CONF).exists():
@@ -144,7 +150,7 @@ class Target:
         self.name = name
         self.setup = setup
         self.port = free_port()
-        self.argv = command(name, setup, self.port)
+        self.argv = [*setup.wrapper, *command(name, setup, self.port)]
         self.log_path = setup.log_dir / f"{label}.log"
         cpus = setup.server_cpus
 
