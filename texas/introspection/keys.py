@@ -53,7 +53,7 @@ class PreparedKey:
 class KeySnapshot:
     """The usable keys of one JWKS at one moment, by `kid`."""
 
-    __slots__ = ("_all", "_by_kid", "size")
+    __slots__ = ("_all", "_by_kid")
 
     def __init__(self, keys: Iterable[PreparedKey] = ()) -> None:
         by_kid: dict[str, tuple[PreparedKey, ...]] = {}
@@ -61,10 +61,9 @@ class KeySnapshot:
             by_kid[key.kid] = (*by_kid.get(key.kid, ()), key)
         self._by_kid = by_kid
         self._all = frozenset(k for v in by_kid.values() for k in v)  # PreparedKey hashes by identity
-        self.size = len(self._all)
 
     def __len__(self) -> int:
-        return self.size
+        return len(self._all)
 
     def __iter__(self) -> Iterator[PreparedKey]:
         return iter(self._all)
