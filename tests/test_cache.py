@@ -128,3 +128,28 @@ def test_key_is_a_digest_of_the_provider_and_the_exact_token() -> None:
     assert TokenCache.key("idporten", "a.b.c") == hashlib.sha256(b"idporten\0a.b.c").digest()
     assert TokenCache.key("idporten", "a.b.c ") != TokenCache.key("idporten", "a.b.c")
     assert TokenCache.key("tokenx", "a.b.c") != TokenCache.key("idporten", "a.b.c")
+
+
+class CountingCache(TokenCache):
+    """The real cache, counting how often a token is digested for its key."""
+
+    digests = 0
+
+    @staticmethod
+    def key(provider: str, token: str) -> bytes:
+        CountingCache.digests += 1
+        return TokenCache.key(provider, token)
+
+
+async def test_an_overlong_token_is_refused_before_it_is_digested(texas: Any, token: Any) -> None:
+    # Hashing a 1 MiB token cost 2.2 ms; the length check that refuses it costs nothing.
+    introspector = texas.app[INTROSPECTOR]
+    introspector.cache = CountingCache(max_entries=10)
+    CountingCache.digests = 0
+    answer = await introspect(texas, token() + "A" * 1_000_000)
+    assert answer["reason"] == "malformed" and "longer" in answer["error"]
+    answer = await introspect(texas, token() + "A" * 1_000_000, provider=None)
+    assert answer["reason"] == "malformed" and "longer" in answer["error"]
+    assert CountingCache.digests == 0
+    assert (await introspect(texas, token()))["active"] is True
+    assert CountingCache.digests == 1

@@ -129,8 +129,16 @@ class Providers:
         )
 
     def by_issuer(self, issuer: str | None) -> Provider:
+        """The provider a request that names none is routed to. Only providers that check the
+        audience qualify: a Maskinporten token is valid for every consumer and API, so an app
+        that did not ask for Maskinporten must never see one come back active."""
         for provider in self._by_name.values():
             if issuer is not None and provider.issuer == issuer:
+                if provider.config.audience is None:
+                    raise UnknownProvider(
+                        f"Tokens of {provider.name} are introspected only when the request names it "
+                        "as identity_provider, since they carry no audience to check."
+                    )
                 return provider
         raise UnknownProvider("No enabled identity provider has the token's issuer (iss).")
 

@@ -95,8 +95,18 @@ class Verified(NamedTuple):
 # --- step 1 and 2: split and header ------------------------------------------------------
 
 
+def check_size(token: str | bytes) -> None:
+    """The first check of step 1, in constant time: it runs before anything whose cost grows
+    with the token (the cache's digest, the split)."""
+    if not token:
+        raise Malformed("The token is empty.")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise Malformed(f"The token is longer than {MAX_TOKEN_BYTES} bytes.")
+
+
 def split(token: str | bytes) -> Compact:
     """Split a compact JWS and check its header (steps 1 and 2)."""
+    check_size(token)
     if isinstance(token, str):
         try:
             raw = token.encode("ascii")
@@ -104,10 +114,6 @@ def split(token: str | bytes) -> Compact:
             raise Malformed("The token contains characters that a compact JWT cannot hold.") from None
     else:
         raw = token
-    if not raw:
-        raise Malformed("The token is empty.")
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise Malformed(f"The token is longer than {MAX_TOKEN_BYTES} bytes.")
     parts = raw.split(b".")
     if len(parts) == 5:
         raise Malformed("The token is encrypted (JWE); only signed tokens (JWS) are accepted.")
