@@ -96,12 +96,32 @@ def key(n: int) -> bytes:
     return TokenCache.key("idporten", str(n))
 
 
-def test_bounded_in_entries_oldest_leave_first() -> None:
+def test_bounded_in_entries_least_recently_used_leave_first() -> None:
     cache = TokenCache(max_entries=3, max_bytes=10**9)
     for n in range(5):
         cache.put(key(n), entry())
     assert len(cache) == 3
     assert cache.get(key(0)) is None and cache.get(key(1)) is None and cache.get(key(4)) is not None
+
+
+def test_a_hot_token_stays_while_cold_ones_leave() -> None:
+    cache = TokenCache(max_entries=3, max_bytes=10**9)
+    hot = key(0)
+    cache.put(hot, entry())
+    for n in range(1, 20):
+        assert cache.get(hot) is not None, f"the hot token was evicted by insert {n}"
+        cache.put(key(n), entry())
+    assert cache.get(key(1)) is None
+
+
+def test_byte_eviction_also_spares_the_recently_used() -> None:
+    cache = TokenCache(max_entries=10**6, max_bytes=3 * 1300)
+    hot = key(0)
+    cache.put(hot, entry())
+    for n in range(1, 20):
+        assert cache.get(hot) is not None
+        cache.put(key(n), entry())
+    assert cache.size_bytes <= 3 * 1300
 
 
 def test_bounded_in_bytes() -> None:
