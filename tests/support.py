@@ -131,7 +131,7 @@ class ProviderState:
     """What the fake issuer serves for one provider; tests change it freely."""
 
     keys: list[dict[str, Any]] = field(default_factory=list)
-    mode: str = "ok"  # ok | down | garbage | empty | hang | reset | enc_only
+    mode: str = "ok"  # ok | down | garbage | empty | hang | reset | enc_only | not_modified
     hang_seconds: float = 30.0
     cache_control: str | None = None
     etag: bool = True
@@ -179,6 +179,8 @@ class FakeIssuer:
         state.jwks_fetches += 1
         if state.mode == "down":
             return web.Response(status=503, text="unavailable")
+        if state.mode == "not_modified":  # whatever the request: a broken server or proxy
+            return web.Response(status=304)
         if state.mode == "garbage":
             return web.Response(body=b"<html>not a key set", content_type="text/html")
         if state.mode == "hang":

@@ -180,6 +180,23 @@ async def test_unchanged_key_set_is_confirmed_with_304(make_jwks: JwksFactory, i
     assert jwks.current() is first
 
 
+async def test_a_304_to_an_unconditional_request_confirms_nothing(
+    make_jwks: JwksFactory, issuer: FakeIssuer
+) -> None:
+    # Without ETag or Last-Modified texas sends no validator, so a 304 is not an answer to it.
+    issuer.state["idporten"].etag = False
+    clock = Clock()
+    jwks = make_jwks(clock, refresh=10, min_refresh=1, max_stale=100)
+    assert await jwks.refresh("startup")
+    issuer.state["idporten"].mode = "not_modified"
+    clock.now += 60
+    assert not await jwks.refresh("periodic")
+    assert "not conditional" in (jwks.last_error or "")
+    assert jwks.age() == 60, "the keys were not confirmed"
+    clock.now += 41
+    assert jwks.current() is None, "max-stale drops keys that only unconditional 304s vouched for"
+
+
 async def test_unchanged_keys_keep_their_identity_across_a_200(
     make_jwks: JwksFactory, issuer: FakeIssuer
 ) -> None:

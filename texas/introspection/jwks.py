@@ -205,8 +205,13 @@ class RemoteJwks:
                 headers["If-None-Match"] = self._etag
             if self._last_modified:
                 headers["If-Modified-Since"] = self._last_modified
+        conditional = len(headers) > 1
         async with self._session.get(url, headers=headers, allow_redirects=False) as response:
-            if response.status == 304 and self._snapshot is not None:
+            if response.status == 304:
+                # Only an answer to our validator confirms the keys held; a 304 to a plain GET
+                # (a confused server or proxy) would keep stale keys alive past max_stale.
+                if not conditional:
+                    raise JwksError("the JWKS answered 304 to a request that was not conditional")
                 self._confirm(response.headers)
                 return "304"
             if response.status != 200:
