@@ -12,6 +12,8 @@ import asyncio
 import base64
 import functools
 import json
+import math
+import random
 import time
 import warnings
 from collections.abc import Mapping
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jws
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OKPKey, RSAKey
@@ -227,3 +230,48 @@ def environment(
             env[f"{prefix}_JWKS_URI"] = issuer.jwks_uri(p)
     env.update(extra)
     return env
+
+
+def _probably_prime(n: int, rng: random.Random) -> bool:
+    """Miller-Rabin with 32 random bases: enough for test keys."""
+    if n < 4 or n % 2 == 0:
+        return n in (2, 3)
+    d, s = n - 1, 0
+    while d % 2 == 0:
+        d, s = d // 2, s + 1
+    for _ in range(32):
+        x = pow(rng.randrange(2, n - 1), d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(s - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+@functools.cache
+def roca_key() -> RSAKey:
+    """A 2048-bit RSA key built the way Infineon's RSALib built them (CVE-2017-15361): each
+    prime is k * M + (65537^a mod M), M the product of the primes up to 167."""
+    rng = random.Random(15361)
+    primes = [p for p in range(2, 168) if all(p % d for d in range(2, math.isqrt(p) + 1))]
+    m = math.prod(primes)
+
+    def prime() -> int:
+        while True:
+            candidate = rng.getrandbits(1025 - m.bit_length()) * m + pow(65537, rng.getrandbits(64), m)
+            # the top two bits set, so that two such primes make a 2048-bit modulus
+            if candidate >> 1022 == 3 and _probably_prime(candidate, rng):
+                return candidate
+
+    p, q = prime(), prime()
+    assert (p * q).bit_length() == 2048
+    e = 65537
+    d = pow(e, -1, (p - 1) * (q - 1))
+    public = rsa.RSAPublicNumbers(e, p * q)
+    crt = (rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q))
+    numbers = rsa.RSAPrivateNumbers(p, q, d, *crt, public)
+    return RSAKey.import_key(numbers.private_key())
