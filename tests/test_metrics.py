@@ -77,7 +77,7 @@ async def test_introspections_count_by_provider_and_outcome(
     for _ in range(3):  # the second and third come from the token cache: still counted
         assert (await introspect(texas, valid, "idporten"))["active"] is True
     assert (await introspect(texas, token("azuread"), "entra_id"))["active"] is True
-    assert (await introspect(texas, token("maskinporten"), None))["active"] is True  # by `iss`
+    assert (await introspect(texas, token("maskinporten"), "maskinporten"))["active"] is True
     cases = [
         (token("idporten", exp=int(time.time()) - 3600), "idporten", "expired"),
         (forged, "idporten", "bad_signature"),

@@ -29,6 +29,7 @@ REASONS: frozenset[str] = frozenset(
         "not_yet_valid",
         "issued_in_future",
         "insufficient_level",
+        "internal_error",
     }
 )
 
@@ -119,3 +120,9 @@ class IssuedInFuture(TokenError):
 
 class InsufficientLevel(TokenError):
     reason = "insufficient_level"
+
+
+class InternalError(TokenError):
+    """A fault inside texas, not the caller's mistake: answered inactive, logged, counted."""
+
+    reason = "internal_error"
