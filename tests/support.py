@@ -139,6 +139,7 @@ class ProviderState:
     cache_control: str | None = None
     etag: bool = True
     content_type: str = "application/json"
+    discovery: dict[str, Any] = field(default_factory=dict)  # members that override the document's
     jwks_fetches: int = 0
     jwks_304: int = 0
     discovery_fetches: int = 0
@@ -174,6 +175,7 @@ class FakeIssuer:
                 "issuer": self.issuer(name),
                 "jwks_uri": self.jwks_uri(name),
                 "token_endpoint": f"{self.issuer(name)}/token",
+                **self.state[name].discovery,
             }
         )
 
