@@ -42,7 +42,7 @@ _SUFFIXES: dict[str, tuple[str, ...]] = {
     "info": ("_info",),
 }
 
-# Variables of shared/CONTRACT.md that a deployment may set for texas.
+# The variables texas reads, which a deployment may set.
 CONTRACT_VARIABLES = frozenset(
     {
         "BIND_ADDRESS",

@@ -1,7 +1,7 @@
 """Fault injection (issue 5, item 4): the real service against a real local issuer that goes down,
 serves garbage, hangs, resets connections, rotates and removes keys, and is flooded with
-made-up kids. Each test asserts "Keys over time" (shared/CONTRACT.md) with the issuer's own
-count and timestamps of JWKS fetches, never with guesses.
+made-up kids. Each test asserts how texas keeps its keys over time (README, "Keys over time")
+with the issuer's own count and timestamps of JWKS fetches, never with guesses.
 
 Windows are shortened through the environment (TEXAS_JWKS_MIN_REFRESH_SECONDS of 0.5-2 s,
 TEXAS_JWKS_FETCH_TIMEOUT_SECONDS=1) so the file runs in well under a minute.

@@ -1,5 +1,5 @@
-"""Keys over time (shared/CONTRACT.md): a real JWKS server that the tests break and change,
-with every upstream fetch counted."""
+"""Keys over time: a real JWKS server that the tests break and change, with every upstream
+fetch counted."""
 
 from __future__ import annotations
 

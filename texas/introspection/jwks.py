@@ -1,7 +1,5 @@
 """A provider's remote key set: fetch, refresh, cooldown, one flight at a time.
 
-The policy, from shared/CONTRACT.md "Keys over time":
-
 - a request whose `kid` is held never waits on the network;
 - an unknown `kid` triggers one refresh, shared by every request waiting on it, and at most one
   per `min_refresh` window; inside a closed window it is answered at once and one trailing
@@ -9,8 +7,9 @@ The policy, from shared/CONTRACT.md "Keys over time":
 - a `kid` still unknown right after a refresh is remembered as unknown for `min_refresh`;
 - a failed, slow, malformed or empty fetch never replaces the keys held;
 - keys not confirmed by a successful fetch for `max_stale` are dropped;
-- fetches are conditional (ETag / Last-Modified) and honour `Cache-Control: max-age`, clamped
-  to [min_refresh, refresh]; failures retry with a backoff from 1 s up to `refresh`.
+- fetches are conditional (ETag / Last-Modified; a 304 counts only as the answer to a
+  conditional request) and honour `Cache-Control: max-age`, clamped to [min_refresh,
+  refresh]; failures retry with a backoff from 1 s up to `refresh`.
 """
 
 from __future__ import annotations
