@@ -172,12 +172,17 @@ class RemoteJwks:
     def _schedule_trailing(self) -> None:
         if self._trailing is not None and not self._trailing.done():
             return
-        wait = self._last_fetch_started + self._settings.min_refresh - self._clock()
-        self._trailing = asyncio.create_task(self._trail(max(wait, 0.0)))
+        now = self._clock()
+        wait = self._last_fetch_started + self._settings.min_refresh - now
+        self._trailing = asyncio.create_task(self._trail(max(wait, 0.0), seen=now))
 
-    async def _trail(self, wait: float) -> None:
+    async def _trail(self, wait: float, seen: float) -> None:
         await asyncio.sleep(wait)
-        await self.refresh("trailing")
+        # A fetch that started after the kid was seen (an unknown kid right at the window's
+        # opening, a periodic refresh) has looked for it already: a second would break the
+        # one-fetch-per-window promise.
+        if self._last_fetch_started < seen:
+            await self.refresh("trailing")
 
     async def _fetch(self, trigger: str) -> bool:
         try:
