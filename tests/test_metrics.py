@@ -208,7 +208,7 @@ async def test_in_flight_requests(make_texas: TexasFactory, issuer: FakeIssuer, 
     texas = await make_texas(TEXAS_JWKS_MIN_REFRESH_SECONDS="0.001")
     assert value(await scrape(texas), "texas_http_requests_in_flight") == 1
     state = issuer.state["idporten"]
-    state.mode, state.hang_seconds = "hang", 1.0
+    state.mode, state.hang_seconds = "hang", 3.0  # long enough for a busy machine to scrape
     fetches = state.jwks_fetches
     slow = asyncio.create_task(introspect(texas, token("idporten", kid="key-slow"), "idporten"))
     while state.jwks_fetches == fetches:
