@@ -14,7 +14,9 @@ import base64
 import contextlib
 import functools
 import json
+import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -30,6 +32,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jws
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OKPKey, RSAKey
@@ -198,11 +201,12 @@ class ProviderState:
     """What the fake issuer serves for one provider; tests change it freely."""
 
     keys: list[dict[str, Any]] = field(default_factory=list)
-    mode: str = "ok"  # ok | down | garbage | empty | hang | reset | enc_only
+    mode: str = "ok"  # ok | down | garbage | empty | hang | reset | enc_only | not_modified
     hang_seconds: float = 30.0
     cache_control: str | None = None
     etag: bool = True
     content_type: str = "application/json"
+    discovery: dict[str, Any] = field(default_factory=dict)  # members that override the document's
     jwks_fetches: int = 0
     jwks_304: int = 0
     discovery_fetches: int = 0
@@ -238,6 +242,7 @@ class FakeIssuer:
                 "issuer": self.issuer(name),
                 "jwks_uri": self.jwks_uri(name),
                 "token_endpoint": f"{self.issuer(name)}/token",
+                **self.state[name].discovery,
             }
         )
 
@@ -246,6 +251,8 @@ class FakeIssuer:
         state.jwks_fetches += 1
         if state.mode == "down":
             return web.Response(status=503, text="unavailable")
+        if state.mode == "not_modified":  # whatever the request: a broken server or proxy
+            return web.Response(status=304)
         if state.mode == "garbage":
             return web.Response(body=b"<html>not a key set", content_type="text/html")
         if state.mode == "hang":
@@ -391,3 +398,48 @@ async def running_gunicorn(tmp_path: Path, environ: Mapping[str, str]) -> AsyncI
     with spawn(tmp_path, gunicorn_env(tmp_path, **environ)) as g:
         await g.wait_for(lambda: g.ready_workers() >= WORKERS, f"{WORKERS} ready workers")
         yield g
+
+
+def _probably_prime(n: int, rng: random.Random) -> bool:
+    """Miller-Rabin with 32 random bases: enough for test keys."""
+    if n < 4 or n % 2 == 0:
+        return n in (2, 3)
+    d, s = n - 1, 0
+    while d % 2 == 0:
+        d, s = d // 2, s + 1
+    for _ in range(32):
+        x = pow(rng.randrange(2, n - 1), d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(s - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+@functools.cache
+def roca_key() -> RSAKey:
+    """A 2048-bit RSA key built the way Infineon's RSALib built them (CVE-2017-15361): each
+    prime is k * M + (65537^a mod M), M the product of the primes up to 167."""
+    rng = random.Random(15361)
+    primes = [p for p in range(2, 168) if all(p % d for d in range(2, math.isqrt(p) + 1))]
+    m = math.prod(primes)
+
+    def prime() -> int:
+        while True:
+            candidate = rng.getrandbits(1025 - m.bit_length()) * m + pow(65537, rng.getrandbits(64), m)
+            # the top two bits set, so that two such primes make a 2048-bit modulus
+            if candidate >> 1022 == 3 and _probably_prime(candidate, rng):
+                return candidate
+
+    p, q = prime(), prime()
+    assert (p * q).bit_length() == 2048
+    e = 65537
+    d = pow(e, -1, (p - 1) * (q - 1))
+    public = rsa.RSAPublicNumbers(e, p * q)
+    crt = (rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q))
+    numbers = rsa.RSAPrivateNumbers(p, q, d, *crt, public)
+    return RSAKey.import_key(numbers.private_key())

@@ -1036,7 +1036,57 @@ def rows() -> list[Attack]:
         base="json-body",
     )
     add("body-invalid-utf8", body_with(b'"x": "\xff"'), "bad_request", base="json-body")
-    add("body-lone-surrogate-escape", body_with(b'"x": "\\ud800"'), "bad_request", base="json-body")
+    # valid JSON (RFC 8259 8.2) in a member texas does not read, like any other such member
+    add("body-lone-surrogate-in-an-unread-member", body_with(b'"x": "\\ud800"'), ACTIVE, base="json-body")
+    add(
+        "token-with-a-lone-surrogate-escape",
+        lambda m: Body(json.dumps(idporten(m.token()))[:-2].encode() + b'\\ud800"}'),
+        malformed,
+        base="json-body",
+    )
+    # the repeated-field check: the top level only, one parser, and a failure is a refusal
+    add(
+        "body-repeated-token-behind-1000-deep-nesting",
+        lambda m: Body(
+            b'{"x": ' + b"[" * 1000 + b"]" * 1000 + b', "identity_provider": "idporten", '
+            b'"token": "x.y.z", "token": "' + m.token().encode() + b'"}'
+        ),
+        "bad_request",
+        base="json-body",
+    )
+    add(
+        "body-nested-object-repeating-token",
+        body_with(b'"extra": {"token": 1, "token": 2, "identity_provider": "x", "identity_provider": "y"}'),
+        ACTIVE,
+        base="json-body",
+    )
+    add(
+        "body-gzip-with-trailing-junk",
+        lambda m: Body(
+            gzip.compress(json.dumps(idporten(m.token())).encode()) + b"junk",
+            headers={"Content-Encoding": "gzip"},
+        ),
+        "bad_request",
+        base="json-body",
+    )
+    add(
+        "body-gzip-of-two-members",
+        lambda m: Body(
+            gzip.compress(json.dumps(idporten(m.token())).encode()) + gzip.compress(b"{}"),
+            headers={"Content-Encoding": "gzip"},
+        ),
+        "bad_request",
+        base="json-body",
+    )
+    add(
+        "body-deflate-with-trailing-junk",
+        lambda m: Body(
+            zlib.compress(json.dumps(idporten(m.token())).encode()) + b"junk",
+            headers={"Content-Encoding": "deflate"},
+        ),
+        "bad_request",
+        base="json-body",
+    )
     add(
         "token-number",
         lambda m: {"identity_provider": "idporten", "token": 7},
@@ -1113,6 +1163,25 @@ def rows() -> list[Attack]:
         "insufficient_level",
     )
     add("level-unknown", lambda m: idporten(m.token(), level="Level5"), "bad_request")
+    # an empty level is a mistake (an unset variable), never "no level": the token has no acr
+    for spelling, level in (("empty", ""), ("null", None)):
+        add(
+            f"level-{spelling}",
+            lambda m, level=level: idporten(m.token(claims=m.claims(acr=...)), level=level),
+            "bad_request",
+        )
+    add(
+        "form-level-empty",
+        lambda m: form_body(idporten(m.token(claims=m.claims(acr=...)), level="")),
+        "bad_request",
+        base="form-body",
+    )
+    add(
+        "routed-maskinporten-token",  # Maskinporten checks no audience: only when named
+        lambda m: {"token": m.token(claims=m.claims("maskinporten"))},
+        "unknown_provider",
+        base="by-issuer",
+    )
     add(
         "routed-forged-signature",
         lambda m: {"token": m.token(signer=m.signer("RS256", ATTACKER))},

@@ -96,12 +96,32 @@ def key(n: int) -> bytes:
     return TokenCache.key("idporten", str(n))
 
 
-def test_bounded_in_entries_oldest_leave_first() -> None:
+def test_bounded_in_entries_least_recently_used_leave_first() -> None:
     cache = TokenCache(max_entries=3, max_bytes=10**9)
     for n in range(5):
         cache.put(key(n), entry())
     assert len(cache) == 3
     assert cache.get(key(0)) is None and cache.get(key(1)) is None and cache.get(key(4)) is not None
+
+
+def test_a_hot_token_stays_while_cold_ones_leave() -> None:
+    cache = TokenCache(max_entries=3, max_bytes=10**9)
+    hot = key(0)
+    cache.put(hot, entry())
+    for n in range(1, 20):
+        assert cache.get(hot) is not None, f"the hot token was evicted by insert {n}"
+        cache.put(key(n), entry())
+    assert cache.get(key(1)) is None
+
+
+def test_byte_eviction_also_spares_the_recently_used() -> None:
+    cache = TokenCache(max_entries=10**6, max_bytes=3 * 1300)
+    hot = key(0)
+    cache.put(hot, entry())
+    for n in range(1, 20):
+        assert cache.get(hot) is not None
+        cache.put(key(n), entry())
+    assert cache.size_bytes <= 3 * 1300
 
 
 def test_bounded_in_bytes() -> None:
@@ -128,3 +148,28 @@ def test_key_is_a_digest_of_the_provider_and_the_exact_token() -> None:
     assert TokenCache.key("idporten", "a.b.c") == hashlib.sha256(b"idporten\0a.b.c").digest()
     assert TokenCache.key("idporten", "a.b.c ") != TokenCache.key("idporten", "a.b.c")
     assert TokenCache.key("tokenx", "a.b.c") != TokenCache.key("idporten", "a.b.c")
+
+
+class CountingCache(TokenCache):
+    """The real cache, counting how often a token is digested for its key."""
+
+    digests = 0
+
+    @staticmethod
+    def key(provider: str, token: str) -> bytes:
+        CountingCache.digests += 1
+        return TokenCache.key(provider, token)
+
+
+async def test_an_overlong_token_is_refused_before_it_is_digested(texas: Any, token: Any) -> None:
+    # Hashing a 1 MiB token cost 2.2 ms; the length check that refuses it costs nothing.
+    introspector = texas.app[INTROSPECTOR]
+    introspector.cache = CountingCache(max_entries=10)
+    CountingCache.digests = 0
+    answer = await introspect(texas, token() + "A" * 1_000_000)
+    assert answer["reason"] == "malformed" and "longer" in answer["error"]
+    answer = await introspect(texas, token() + "A" * 1_000_000, provider=None)
+    assert answer["reason"] == "malformed" and "longer" in answer["error"]
+    assert CountingCache.digests == 0
+    assert (await introspect(texas, token()))["active"] is True
+    assert CountingCache.digests == 1

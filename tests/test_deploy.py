@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 GUNICORN_CONF = DEPLOY / "gunicorn.conf.py"
 
-# Variables of shared/CONTRACT.md that a deployment may set for texas.
+# The variables texas reads, which a deployment may set.
 CONTRACT_VARIABLES = frozenset(
     {
         "BIND_ADDRESS",

@@ -2,10 +2,10 @@
 
 Hypothesis makes tokens, valid and mutated (flipped bits in any part, parts swapped between
 two tokens, claims and header members changed, removed or retyped, another alg or kid,
-another signer) and both implementations judge each one: texas.introspection.validation.verify with a
-KeySnapshot from texas.introspection.keys.parse_jwks, and jwt.decode with an explicit algorithm list per
-key, required exp/iat/iss/aud, the issuer, the audience and the same leeway. They must agree
-on active versus inactive.
+another signer) and both implementations judge each one: texas.introspection.validation
+(split, then verify_compact) with a KeySnapshot from texas.introspection.keys.parse_jwks, and
+jwt.decode with an explicit algorithm list per key, required exp/iat/iss/aud, the issuer, the
+audience and the same leeway. They must agree on active versus inactive.
 
 Where texas is stricter on purpose, the case is named by one rule in `by_design` (with why):
 there texas must refuse, and PyJWT is not asked. Any other disagreement fails, and
@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from tests.support import b64, make_key, public_jwk, sign_raw
 from texas.errors import TokenError
 from texas.introspection.keys import parse_jwks
-from texas.introspection.validation import MAX_TIME, Policy, verify
+from texas.introspection.validation import MAX_TIME, Policy, split, verify_compact
 
 ISS = "https://issuer.example/idporten"
 AUD = "dev-gcp:team:app"
@@ -103,7 +103,7 @@ def fresh_now() -> None:
 def texas_verdict(token: str) -> TokenError | None:
     """None when active; any exception other than a TokenError is a texas bug and propagates."""
     try:
-        verify(token, SNAPSHOT, POLICY, NOW)
+        verify_compact(split(token), SNAPSHOT, POLICY, NOW)
     except TokenError as e:
         return e
     return None

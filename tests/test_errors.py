@@ -28,6 +28,7 @@ CONTRACT_REASONS = {
     "not_yet_valid",
     "issued_in_future",
     "insufficient_level",
+    "internal_error",
 }
 
 

@@ -332,8 +332,9 @@ async def test_sigterm_under_load_loses_no_request(tmp_path: Path, issuer: FakeI
     """Keep-alive and new connections busy, and requests whose body is still arriving when the
     signal comes: every request sent before SIGTERM is answered 200, and gunicorn exits 0."""
     plan = make_plan(issuer, total=60)
-    stop = asyncio.Event()
+    stop, signalled = asyncio.Event(), asyncio.Event()
     results: list[tuple[SimpleNamespace, int | BaseException]] = []
+    slow_records: list[SimpleNamespace] = []
     signalled_at = 0.0
 
     async def headers_sent(session: Any, ctx: SimpleNamespace, params: Any) -> None:
@@ -344,6 +345,8 @@ async def test_sigterm_under_load_loses_no_request(tmp_path: Path, issuer: FakeI
 
     async def post(session: aiohttp.ClientSession, url: str, data: Any) -> None:
         record = SimpleNamespace(started=time.monotonic(), sent=None, slow=not isinstance(data, bytes))
+        if record.slow:
+            slow_records.append(record)
         try:
             async with session.post(
                 f"{url}{INTROSPECT}",
@@ -372,7 +375,7 @@ async def test_sigterm_under_load_loses_no_request(tmp_path: Path, issuer: FakeI
 
         async def trickle() -> AsyncIterator[bytes]:
             yield body[:10]
-            await asyncio.sleep(1.0)  # the signal arrives in here
+            await signalled.wait()  # the rest of the body arrives after the signal
             yield body[10:]
 
         async with aiohttp.ClientSession(trace_configs=[trace]) as session:
@@ -381,10 +384,16 @@ async def test_sigterm_under_load_loses_no_request(tmp_path: Path, issuer: FakeI
     async with running(tmp_path, issuer) as g:
         tasks = [asyncio.create_task(busy(g.url, fresh=i >= 4)) for i in range(6)]
         tasks += [asyncio.create_task(slow(g.url, plan.requests[i][0])) for i in range(4)]
-        await asyncio.sleep(0.5)
+        # Signal once the slow requests are in flight and the busy ones have done some work:
+        # waited for, not slept for, so that a busy machine only makes the test slower.
+        deadline = time.monotonic() + 30
+        while len(results) <= 50 or sum(1 for r in slow_records if r.sent is not None) < 4:
+            assert time.monotonic() < deadline, "the load did not get going"
+            await asyncio.sleep(0.05)
         stop.set()
         signalled_at = time.monotonic()
         g.process.send_signal(signal.SIGTERM)
+        signalled.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
         code = await asyncio.to_thread(g.process.wait, 30)
 

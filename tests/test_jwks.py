@@ -1,5 +1,5 @@
-"""Keys over time (shared/CONTRACT.md): a real JWKS server that the tests break and change,
-with every upstream fetch counted."""
+"""Keys over time: a real JWKS server that the tests break and change, with every upstream
+fetch counted."""
 
 from __future__ import annotations
 
@@ -109,18 +109,19 @@ async def test_kid_unknown_after_a_refresh_is_remembered(make_jwks: JwksFactory,
 async def test_unknown_kid_in_closed_window_schedules_one_trailing_refresh(
     make_jwks: JwksFactory, issuer: FakeIssuer
 ) -> None:
-    jwks = make_jwks(min_refresh=0.3)
+    clock = Clock()
+    jwks = make_jwks(clock)
     assert await jwks.refresh("startup")
     issuer.publish("idporten", KEY1, KEY2)
     before = fetches(issuer)
-    started = time.monotonic()
-    # Inside the window: answered at once, without the new key...
+    clock.now += 30 - 0.05  # the window closes 50 ms from now: the trailing refresh waits that
+    # Inside the window: answered at once, without the new key and without a fetch...
     for i in range(500):
         snapshot = await jwks.keys_for(f"flood-{i}")
         assert snapshot is not None and not snapshot.has_kid(f"flood-{i}")
     snapshot = await jwks.keys_for("key-2")
     assert snapshot is not None and not snapshot.has_kid("key-2")
-    assert time.monotonic() - started < 0.3
+    assert fetches(issuer) == before
     # ...and one trailing refresh at the window's end picks up the genuine new key.
     assert jwks._trailing is not None
     await jwks._trailing
@@ -129,14 +130,32 @@ async def test_unknown_kid_in_closed_window_schedules_one_trailing_refresh(
     assert snapshot is not None and snapshot.has_kid("key-2")
 
 
+async def test_no_trailing_refresh_after_a_fetch_that_already_looked(
+    make_jwks: JwksFactory, issuer: FakeIssuer
+) -> None:
+    # A kid seen in the closed window schedules a trailing refresh; another unknown kid right
+    # at the window's opening fetches first. The trailing one must not fetch again.
+    clock = Clock()
+    jwks = make_jwks(clock)
+    assert await jwks.refresh("startup")
+    before = fetches(issuer)
+    clock.now += 30 - 0.05
+    await jwks.keys_for("seen-in-the-closed-window")
+    assert jwks._trailing is not None
+    clock.now += 0.05
+    await jwks.keys_for("seen-as-the-window-opens")
+    assert fetches(issuer) == before + 1
+    await jwks._trailing
+    assert fetches(issuer) == before + 1, "two fetches in one window"
+
+
 @pytest.mark.parametrize("mode", ["down", "garbage", "empty", "enc_only", "hang", "reset"])
 async def test_failed_fetch_keeps_the_keys_held(
     make_jwks: JwksFactory, issuer: FakeIssuer, mode: str
 ) -> None:
-    jwks = make_jwks(fetch_timeout=0.3)
+    jwks = make_jwks(fetch_timeout=1)  # room for a busy machine; the hang outlasts it
     assert await jwks.refresh("startup")
     issuer.state["idporten"].mode = mode
-    issuer.state["idporten"].hang_seconds = 2
     assert not await jwks.refresh("periodic")
     snapshot = jwks.current()
     assert snapshot is not None and snapshot.has_kid("key-1")
@@ -145,17 +164,23 @@ async def test_failed_fetch_keeps_the_keys_held(
 
 async def test_held_kid_never_waits_on_a_hanging_fetch(make_jwks: JwksFactory, issuer: FakeIssuer) -> None:
     clock = Clock()
-    jwks = make_jwks(clock, fetch_timeout=3)
+    jwks = make_jwks(clock, fetch_timeout=30)
     assert await jwks.refresh("startup")
     issuer.state["idporten"].mode = "hang"
     clock.now += 31
+    before = fetches(issuer)
     waiting = asyncio.create_task(jwks.keys_for("new-kid"))  # joins a fetch that hangs
-    await asyncio.sleep(0.05)
-    started = time.monotonic()
-    snapshot = await jwks.keys_for("key-1")
-    assert time.monotonic() - started < 0.05
+    while fetches(issuer) == before:  # until the issuer holds the hanging request
+        await asyncio.sleep(0.01)
+    # A coroutine that finishes on its first step never suspended: it waited on nothing.
+    step = jwks.keys_for("key-1")
+    with pytest.raises(StopIteration) as finished:
+        step.send(None)
+    snapshot = finished.value.value
     assert snapshot is not None and snapshot.has_kid("key-1")
+    assert not waiting.done()
     waiting.cancel()
+    await jwks.close()
 
 
 async def test_removed_key_stops_validating_after_the_next_refresh(
@@ -178,6 +203,23 @@ async def test_unchanged_key_set_is_confirmed_with_304(make_jwks: JwksFactory, i
         assert await jwks.refresh("periodic")
     assert issuer.state["idporten"].jwks_304 == 3
     assert jwks.current() is first
+
+
+async def test_a_304_to_an_unconditional_request_confirms_nothing(
+    make_jwks: JwksFactory, issuer: FakeIssuer
+) -> None:
+    # Without ETag or Last-Modified texas sends no validator, so a 304 is not an answer to it.
+    issuer.state["idporten"].etag = False
+    clock = Clock()
+    jwks = make_jwks(clock, refresh=10, min_refresh=1, max_stale=100)
+    assert await jwks.refresh("startup")
+    issuer.state["idporten"].mode = "not_modified"
+    clock.now += 60
+    assert not await jwks.refresh("periodic")
+    assert "not conditional" in (jwks.last_error or "")
+    assert jwks.age() == 60, "the keys were not confirmed"
+    clock.now += 41
+    assert jwks.current() is None, "max-stale drops keys that only unconditional 304s vouched for"
 
 
 async def test_unchanged_keys_keep_their_identity_across_a_200(

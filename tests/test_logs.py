@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import sys
+import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -64,12 +65,14 @@ async def serving(issuer: FakeIssuer, **env: str) -> AsyncIterator[str]:
     task = asyncio.create_task(server.serve(config, stop=stop))
     url = f"http://{config.bind_address}"
     async with aiohttp.ClientSession() as session:
-        for _ in range(200):
+        deadline = time.monotonic() + 30  # generous: a busy machine starts slowly
+        while True:
             with contextlib.suppress(aiohttp.ClientConnectionError):
                 async with session.get(f"{url}/healthz") as r:
                     if r.status == 200:
                         break
             assert not task.done(), task
+            assert time.monotonic() < deadline, "the service did not start"
             await asyncio.sleep(0.02)
     try:
         yield url

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from tests.support import b64, claims_for, make_key, public_jwk, sign, sign_raw
 from texas import errors
 from texas.introspection.keys import KeySnapshot, prepare_key
-from texas.introspection.validation import MAX_TOKEN_BYTES, Policy, peek_issuer, verify
+from texas.introspection.validation import MAX_TOKEN_BYTES, Policy, peek_issuer, split, verify_compact
 
 ISS = "https://issuer.example/idporten"
 AUD = "dev-gcp:team:app"
@@ -40,7 +40,7 @@ def claims(**overrides: Any) -> dict[str, Any]:
 
 
 def check(token: str | bytes, policy: Policy = POLICY, now: float = NOW) -> Any:
-    return verify(token, KEYS, policy, now)
+    return verify_compact(split(token), KEYS, policy, now)
 
 
 def refused(

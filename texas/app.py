@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from texas.config import Config
-from texas.errors import BadRequest
+from texas.errors import InternalError
 from texas.introspection import handler
 from texas.introspection.cache import TokenCache
 from texas.introspection.handler import INTROSPECTOR, Introspector
@@ -38,15 +38,19 @@ INTROSPECT_PATH = "/api/v1/introspect"
 POOL_SIZE = 100
 POOL_SIZE_PER_HOST = 32
 SWEEP_SECONDS = 60
-_INTERNAL_ERROR = handler.inactive_body(BadRequest("The service failed to handle the request."))
+_INTERNAL_ERROR = InternalError("The service failed to handle the request; this is a fault in texas.")
+_INTERNAL_ERROR_BODY = handler.inactive_body(_INTERNAL_ERROR)
 
 
 def observed(route: str, handler: Handler) -> Handler:
     """One route's handler with request id, latency and status metrics, and the last line of
-    defence: an unexpected exception is logged (without request content) and answered in the
-    contract's shape. A wrapper per route rather than an aiohttp middleware, which would add
-    two coroutine layers to every request (`route` gives 404 and 405 handlers of their own, so
-    those are observed too)."""
+    defence: an unexpected exception is a fault in texas, answered in the contract's shape
+    (`internal_error`), counted, and logged with its type and frames but not its message
+    (which may quote the request). A wrapper per route rather than an aiohttp middleware,
+    which would add two coroutine layers to every request (`route` gives 404 and 405 handlers
+    of their own, so those are observed too)."""
+
+    internal_errors = telemetry.internal_errors(route)
 
     async def wrapper(request: web.Request) -> web.StreamResponse:
         rid = logs.accept_request_id(request.headers.get("X-Request-Id"))
@@ -56,10 +60,15 @@ def observed(route: str, handler: Handler) -> Handler:
         telemetry.IN_FLIGHT.inc()
         try:
             response = await handler(request)
-        except Exception:
-            log.exception("unexpected error answering %s %s", request.method, route)
+        except Exception as e:
+            # the formatters (ops/logs.py) keep the traceback's frames and types, never messages
+            log.error(
+                "internal error answering %s %s: %s", request.method, route, type(e).__name__, exc_info=e
+            )
+            internal_errors.inc()
             if route == INTROSPECT_PATH:
-                response = web.Response(body=_INTERNAL_ERROR, content_type="application/json")
+                telemetry.inc_introspection("none", _INTERNAL_ERROR.reason)
+                response = web.Response(body=_INTERNAL_ERROR_BODY, content_type="application/json")
             else:
                 response = web.json_response({"status": "error"}, status=500)
         finally:

@@ -7,6 +7,7 @@ that into exit code 2. Nothing falls back silently.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -154,14 +155,21 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "json"
     access_log: bool = False
+    # Plain http to any host for discovery and JWKS: only `texas dev`, whose identity provider
+    # may listen on a LAN address, sets it; never an environment variable.
+    insecure_http: bool = False
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], secrets_dir: Path | None = None) -> Config:
+    def from_env(
+        cls, environ: Mapping[str, str], secrets_dir: Path | None = None, *, insecure_http: bool = False
+    ) -> Config:
         """Read the configuration; `secrets_dir` defaults to TEXAS_SECRETS_DIR or NAIS's."""
         if secrets_dir is None:
             secrets_dir = Path(environ.get("TEXAS_SECRETS_DIR") or DEFAULT_SECRETS_DIR)
         providers = tuple(
-            p for spec in SPECS if (p := _read_provider(spec, environ, secrets_dir)) is not None
+            p
+            for spec in SPECS
+            if (p := _read_provider(spec, environ, secrets_dir, insecure_http)) is not None
         )
         if not providers:
             names = ", ".join(s.enabled for s in SPECS)
@@ -207,6 +215,7 @@ class Config:
             log_level=log_level,
             log_format=log_format,
             access_log=access_log == "true",
+            insecure_http=insecure_http,
         )
 
     def provider(self, name: str) -> ProviderConfig | None:
@@ -214,7 +223,7 @@ class Config:
 
 
 def _read_provider(
-    spec: ProviderSpec, environ: Mapping[str, str], secrets_dir: Path
+    spec: ProviderSpec, environ: Mapping[str, str], secrets_dir: Path, insecure_http: bool
 ) -> ProviderConfig | None:
     values = {name: _value(name, environ, secrets_dir / spec.name) for name in spec.variables}
     enabled = (values[spec.enabled] or "false").lower()
@@ -225,7 +234,7 @@ def _read_provider(
 
     for name in (spec.well_known_url, spec.jwks_uri):
         if values[name]:
-            _check_url(name, values[name])  # type: ignore[arg-type]
+            _check_url(name, values[name], insecure_http)  # type: ignore[arg-type]
     issuer, jwks_uri, well_known = values[spec.issuer], values[spec.jwks_uri], values[spec.well_known_url]
     if not well_known and not (issuer and jwks_uri):
         missing = spec.issuer if not issuer else spec.jwks_uri
@@ -281,10 +290,29 @@ def _value(name: str, environ: Mapping[str, str], folder: Path) -> str | None:
     return from_env or from_file or None
 
 
-def _check_url(name: str, value: str) -> None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{name} must be an http(s) URL, not {value!r}")
+def transport_ok(url: str, *, insecure_http: bool = False) -> bool:
+    """https, or plain http to this machine (loopback: tests and `texas dev`), or plain http
+    anywhere under `insecure_http`. Keys fetched over plain http could be anybody's."""
+    parts = urlsplit(url)
+    if not parts.hostname or parts.scheme not in ("http", "https"):
+        return False
+    return parts.scheme == "https" or insecure_http or _loopback(parts.hostname)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(name: str, value: str, insecure_http: bool = False) -> None:
+    if not transport_ok(value, insecure_http=insecure_http):
+        raise ConfigError(
+            f"{name} must be an https URL (plain http only to a loopback address), not {value!r}"
+        )
 
 
 def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:

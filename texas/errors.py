@@ -34,6 +34,7 @@ REASONS: frozenset[str] = frozenset(
         "not_yet_valid",
         "issued_in_future",
         "insufficient_level",
+        "internal_error",
     }
 )
 
@@ -163,3 +164,9 @@ class IdentityProviderFailed(GrantError):
         super().__init__(description)
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class InternalError(TokenError):
+    """A fault inside texas, not the caller's mistake: answered inactive, logged, counted."""
+
+    reason = "internal_error"

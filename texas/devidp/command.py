@@ -290,7 +290,7 @@ async def _run_dev(args: argparse.Namespace) -> int:
         # An empty secrets folder: dev mode never reads /var/run/secrets/nais.io.
         with tempfile.TemporaryDirectory(prefix="texas-dev-") as empty:
             env = dev_service_environment(idp, args.bind, dict(os.environ))
-            config = Config.from_env(env, secrets_dir=Path(empty))
+            config = Config.from_env(env, secrets_dir=Path(empty), insecure_http=True)
     except (ConfigError, DevIdpError, OSError, ValueError) as e:
         sock.close()
         print(f"texas dev: {e}", file=sys.stderr)

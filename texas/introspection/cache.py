@@ -3,7 +3,7 @@
 Only verified tokens are stored, keyed by provider and a digest of the exact token bytes, so
 nothing about a failure is remembered and a changed byte is a different token. A hit still
 re-checks the time claims (with the leeway) and that the signing key is still held; the level
-check runs per request. Bounded in entries and in bytes; oldest entries leave first.
+check runs per request. Bounded in entries and in bytes; the least recently used leave first.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ class TokenCache:
     def __init__(self, max_entries: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        # OrderedDict, not dict: evicting the oldest of a plain dict (next(iter(d))) walks over
-        # the slots deleted before it; a full cache's put took 4.7 µs that way, 2.5 µs this way.
+        # OrderedDict: a hit moves its entry to the end in O(1), and eviction pops the front
+        # (next(iter(d)) on a plain dict walks over the slots deleted before it).
         self._entries: OrderedDict[bytes, Entry] = OrderedDict()
         self._bytes = 0
 
@@ -57,6 +57,8 @@ class TokenCache:
         if self.max_entries == 0:
             return None
         entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)  # least recently used leaves first
         telemetry.inc_token_cache(entry is not None)
         return entry
 
@@ -67,8 +69,8 @@ class TokenCache:
         self._entries[key] = entry
         self._bytes += len(entry.body) + _ENTRY_OVERHEAD
         while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
-            _, oldest = self._entries.popitem(last=False)
-            self._bytes -= len(oldest.body) + _ENTRY_OVERHEAD
+            _, coldest = self._entries.popitem(last=False)
+            self._bytes -= len(coldest.body) + _ENTRY_OVERHEAD
         telemetry.set_token_cache_entries(len(self._entries))
 
     def discard(self, key: bytes) -> None:

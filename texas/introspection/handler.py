@@ -6,11 +6,11 @@ claim verbatim, or `active: false` with `error` (a sentence) and `reason` (a sta
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import zlib
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 from urllib.parse import parse_qsl
 
@@ -21,7 +21,7 @@ from texas.errors import BadRequest, KeysUnavailable, TokenError
 from texas.introspection import levels
 from texas.introspection.cache import Entry, TokenCache
 from texas.introspection.providers import Provider, Providers
-from texas.introspection.validation import Verified, peek_issuer, split, verify_compact
+from texas.introspection.validation import Verified, check_size, peek_issuer, split, verify_compact
 from texas.ops import telemetry
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -36,15 +36,9 @@ class IntrospectRequest(NamedTuple):
 
 def parse_request(content_type: str, body: bytes) -> IntrospectRequest:
     """The request's three fields, from a JSON or form body; anything else is a bad request."""
+    data: Mapping[str, object]
     if content_type == "application/json":
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise BadRequest("The request body is not valid JSON.") from None
-        if not isinstance(data, dict):
-            raise BadRequest("The request body must be a JSON object.")
-        if not _cannot_repeat_a_member(body, data):
-            _refuse_repeated_fields(body)
+        data = _parse_json(body)
     elif content_type == "application/x-www-form-urlencoded":
         data = _parse_form(body)
     else:
@@ -55,40 +49,56 @@ def parse_request(content_type: str, body: bytes) -> IntrospectRequest:
         value = data.get(name)
         if value is not None and not isinstance(value, str):
             raise BadRequest(f"The request field {name} must be a string.")
-        fields[name] = value or None
+        fields[name] = value
     token = fields["token"]
-    if token is None:
+    if not token:
         raise BadRequest("The request has no token.")
     level = fields["level"]
+    if "level" in data and not level:
+        # an unset variable must not switch the level check off
+        raise BadRequest("The request's level is empty; leave the field out when no level is required.")
     return IntrospectRequest(
-        identity_provider=fields["identity_provider"],
+        identity_provider=fields["identity_provider"] or None,
         token=token,
         level=levels.normalise(level) if level is not None else None,
     )
 
 
-def _cannot_repeat_a_member(body: bytes, data: dict[str, object]) -> bool:
-    """A cheap proof that the JSON body repeats no member (orjson would read it last-wins).
+class _Repeating(dict[str, object]):
+    """A JSON object that gave some member names more than once."""
 
-    Every member has a quoted name, and here every value is a string: m members give at least
-    4m quotes, exactly 4m when no string holds an escaped quote. So with string values only and
-    exactly 4 quotes per distinct name there are no more members than names. Anything else
-    (other value types, escaped quotes) takes the slow, exact check.
-    """
-    return body.count(b'"') == 4 * len(data) and all(type(v) is str for v in data.values())
+    def __init__(self, pairs: list[tuple[str, object]]) -> None:
+        super().__init__(pairs)
+        counts = Counter(name for name, _ in pairs)
+        self.repeated = frozenset(name for name, count in counts.items() if count > 1)
 
 
-def _refuse_repeated_fields(body: bytes) -> None:
-    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
-        names = [name for name, _ in items]
+def _object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    obj = dict(pairs)
+    return obj if len(obj) == len(pairs) else _Repeating(pairs)
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(name)
+
+
+# One parser that sees repeated names (orjson, like most, keeps the last silently). Only the
+# top level counts: a member that texas does not read may hold any object.
+_JSON = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_reject_constant)
+
+
+def _parse_json(body: bytes) -> dict[str, object]:
+    try:
+        data = _JSON.decode(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadRequest("The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    if isinstance(data, _Repeating):
         for name in _FIELDS:
-            if names.count(name) > 1:
+            if name in data.repeated:
                 raise BadRequest(f"The request repeats the field {name}.")
-        return dict(items)
-
-    # orjson has read the body already; this pass only looks for repeated fields
-    with contextlib.suppress(ValueError, RecursionError):
-        json.loads(body, object_pairs_hook=pairs)
+    return data
 
 
 def _parse_form(body: bytes) -> dict[str, str]:
@@ -140,6 +150,7 @@ class Introspector:
     async def __call__(self, request: IntrospectRequest) -> Verdict:
         name = "none"
         try:
+            check_size(request.token)
             if request.identity_provider is None:
                 provider = self.providers.by_issuer(peek_issuer(request.token))
             else:
@@ -208,6 +219,8 @@ def decode_body(encoding: str, body: bytes) -> bytes:
             raise _TooLarge
         if not inflater.eof:
             raise zlib.error("truncated")
+        if inflater.unused_data:  # junk or a second gzip member: not one stream
+            raise zlib.error("trailing data")
     except zlib.error:
         raise BadRequest("The request body does not decode as its Content-Encoding says.") from None
     return decoded

@@ -1,7 +1,5 @@
 """A provider's remote key set: fetch, refresh, cooldown, one flight at a time.
 
-The policy, from shared/CONTRACT.md "Keys over time":
-
 - a request whose `kid` is held never waits on the network;
 - an unknown `kid` triggers one refresh, shared by every request waiting on it, and at most one
   per `min_refresh` window; inside a closed window it is answered at once and one trailing
@@ -9,8 +7,9 @@ The policy, from shared/CONTRACT.md "Keys over time":
 - a `kid` still unknown right after a refresh is remembered as unknown for `min_refresh`;
 - a failed, slow, malformed or empty fetch never replaces the keys held;
 - keys not confirmed by a successful fetch for `max_stale` are dropped;
-- fetches are conditional (ETag / Last-Modified) and honour `Cache-Control: max-age`, clamped
-  to [min_refresh, refresh]; failures retry with a backoff from 1 s up to `refresh`.
+- fetches are conditional (ETag / Last-Modified; a 304 counts only as the answer to a
+  conditional request) and honour `Cache-Control: max-age`, clamped to [min_refresh,
+  refresh]; failures retry with a backoff from 1 s up to `refresh`.
 """
 
 from __future__ import annotations
@@ -173,12 +172,17 @@ class RemoteJwks:
     def _schedule_trailing(self) -> None:
         if self._trailing is not None and not self._trailing.done():
             return
-        wait = self._last_fetch_started + self._settings.min_refresh - self._clock()
-        self._trailing = asyncio.create_task(self._trail(max(wait, 0.0)))
+        now = self._clock()
+        wait = self._last_fetch_started + self._settings.min_refresh - now
+        self._trailing = asyncio.create_task(self._trail(max(wait, 0.0), seen=now))
 
-    async def _trail(self, wait: float) -> None:
+    async def _trail(self, wait: float, seen: float) -> None:
         await asyncio.sleep(wait)
-        await self.refresh("trailing")
+        # A fetch that started after the kid was seen (an unknown kid right at the window's
+        # opening, a periodic refresh) has looked for it already: a second would break the
+        # one-fetch-per-window promise.
+        if self._last_fetch_started < seen:
+            await self.refresh("trailing")
 
     async def _fetch(self, trigger: str) -> bool:
         try:
@@ -205,8 +209,13 @@ class RemoteJwks:
                 headers["If-None-Match"] = self._etag
             if self._last_modified:
                 headers["If-Modified-Since"] = self._last_modified
+        conditional = len(headers) > 1
         async with self._session.get(url, headers=headers, allow_redirects=False) as response:
-            if response.status == 304 and self._snapshot is not None:
+            if response.status == 304:
+                # Only an answer to our validator confirms the keys held; a 304 to a plain GET
+                # (a confused server or proxy) would keep stale keys alive past max_stale.
+                if not conditional:
+                    raise JwksError("the JWKS answered 304 to a request that was not conditional")
                 self._confirm(response.headers)
                 return "304"
             if response.status != 200:

@@ -1,9 +1,10 @@
 """Signing keys: one JWKS document in, an immutable snapshot of usable public keys out.
 
 Pure: no I/O. Each key is judged on its own (as panva/jose's local key set does): a key that
-cannot serve for signature checks (`use: enc`, a private member, an unknown `kty`, RSA under
-2048 bits, an `alg` that does not fit the key) is skipped with a log line, and only a set
-with no usable key at all is an error.
+cannot serve for signature checks (a member of the wrong JSON type, `use: enc`, a private
+member, an unknown `kty`, RSA under 2048 bits or with the ROCA fingerprint, an `alg` that does
+not fit the key) is skipped with a log line, and only a set with no usable key at all is an
+error.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
 from texas.errors import JwksError
+from texas.introspection.roca import has_roca_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ MIN_RSA_BITS = 2048
 MAX_KEYS = 100
 MAX_KID_LENGTH = 256
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+_STRING_MEMBERS = ("kid", "kty", "use", "alg", "crv", "n", "e", "x", "y")
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -53,7 +56,7 @@ class PreparedKey:
 class KeySnapshot:
     """The usable keys of one JWKS at one moment, by `kid`."""
 
-    __slots__ = ("_all", "_by_kid", "size")
+    __slots__ = ("_all", "_by_kid")
 
     def __init__(self, keys: Iterable[PreparedKey] = ()) -> None:
         by_kid: dict[str, tuple[PreparedKey, ...]] = {}
@@ -61,10 +64,9 @@ class KeySnapshot:
             by_kid[key.kid] = (*by_kid.get(key.kid, ()), key)
         self._by_kid = by_kid
         self._all = frozenset(k for v in by_kid.values() for k in v)  # PreparedKey hashes by identity
-        self.size = len(self._all)
 
     def __len__(self) -> int:
-        return self.size
+        return len(self._all)
 
     def __iter__(self) -> Iterator[PreparedKey]:
         return iter(self._all)
@@ -114,53 +116,64 @@ def prepare_key(entry: object, known: Mapping[bytes, PreparedKey] | None = None)
     """One JWK as a PreparedKey, or JwksError saying why it can't verify signatures."""
     if not isinstance(entry, dict):
         raise JwksError("not a JSON object")
+    # Every member is judged by its JSON type before its value is used, so that no odd entry
+    # (a list for crv, a number for kid) can raise outside this judgement.
+    for name in _STRING_MEMBERS:
+        if name in entry and not isinstance(entry[name], str):
+            raise JwksError(f"{name} is not a string")
     kid = entry.get("kid")
-    if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH:
+    if not kid or len(kid) > MAX_KID_LENGTH:
         raise JwksError("no usable kid (tokens choose keys by kid)")
     use = entry.get("use")
     if use is not None and use != "sig":
-        raise JwksError(f"use is {use!r}, not 'sig'")
-    key_ops = entry.get("key_ops")
-    if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
-        raise JwksError("key_ops does not include 'verify'")
+        raise JwksError("use is not 'sig'")
+    if "key_ops" in entry:
+        key_ops = entry["key_ops"]
+        if not isinstance(key_ops, list) or not all(isinstance(op, str) for op in key_ops):
+            raise JwksError("key_ops is not an array of strings")
+        if "verify" not in key_ops:
+            raise JwksError("key_ops does not include 'verify'")
     if _PRIVATE_MEMBERS & entry.keys():
         raise JwksError("it carries private key material; a JWKS must publish public keys only")
 
     kty = entry.get("kty")
+    public: dict[str, str]
     if kty == "RSA":
-        public = {"kty": "RSA", "n": entry.get("n"), "e": entry.get("e")}
+        public = {"kty": "RSA", "n": entry.get("n", ""), "e": entry.get("e", "")}
         allowed: tuple[str, ...] = RSA_ALGORITHMS
     elif kty == "EC":
         crv = entry.get("crv")
         if crv not in EC_ALGORITHMS:
-            raise JwksError(f"EC curve {crv!r} is not supported")
-        public = {"kty": "EC", "crv": crv, "x": entry.get("x"), "y": entry.get("y")}
+            raise JwksError("the EC curve (crv) is not P-256, P-384 or P-521")
+        public = {"kty": "EC", "crv": crv, "x": entry.get("x", ""), "y": entry.get("y", "")}
         allowed = (EC_ALGORITHMS[crv],)
     elif kty == "OKP":
         if entry.get("crv") != "Ed25519":
-            raise JwksError(f"OKP curve {entry.get('crv')!r} is not supported")
-        public = {"kty": "OKP", "crv": "Ed25519", "x": entry.get("x")}
+            raise JwksError("the OKP curve (crv) is not Ed25519")
+        public = {"kty": "OKP", "crv": "Ed25519", "x": entry.get("x", "")}
         allowed = ("EdDSA",)
     else:
-        raise JwksError(f"key type {kty!r} is not supported")
+        raise JwksError("the key type (kty) is not RSA, EC or OKP")
 
     alg = entry.get("alg")
     if alg is not None:
         if alg not in allowed:
-            raise JwksError(f"alg {alg!r} does not fit a {kty} key or is not allowed")
+            raise JwksError(f"the alg does not fit a {kty} key or is not allowed")
         allowed = (alg,)
 
-    if not all(isinstance(v, str) and v for v in public.values()):
-        raise JwksError(f"the {kty} key's public members are missing or not strings")
-    members: dict[str, str | list[str]] = {k: str(v) for k, v in public.items()}
+    if not all(public.values()):
+        raise JwksError(f"the {kty} key's public members are missing")
     fingerprint = orjson.dumps({"kid": kid, "algs": allowed, **public}, option=orjson.OPT_SORT_KEYS)
     if known and fingerprint in known:
         return known[fingerprint]
 
     if kty == "RSA":
-        bits = _modulus_bits(str(public["n"]))  # before import: joserfc only warns about small keys
-        if bits < MIN_RSA_BITS:
-            raise JwksError(f"RSA key of {bits} bits; at least {MIN_RSA_BITS} are required")
+        modulus = _modulus(public["n"])  # before import: joserfc only warns about small keys
+        if modulus.bit_length() < MIN_RSA_BITS:
+            raise JwksError(f"RSA key of {modulus.bit_length()} bits; at least {MIN_RSA_BITS} are required")
+        if has_roca_fingerprint(modulus):
+            raise JwksError("the RSA key has the ROCA fingerprint (CVE-2017-15361): it can be factored")
+    members: dict[str, str | list[str]] = dict(public)
     try:
         if kty == "RSA":
             key: RSAKey | ECKey | OKPKey = RSAKey.import_key(members)
@@ -177,9 +190,9 @@ def prepare_key(entry: object, known: Mapping[bytes, PreparedKey] | None = None)
     return PreparedKey(kid=kid, kty=kty, algorithms=algorithms, key=key, fingerprint=fingerprint)
 
 
-def _modulus_bits(n: str) -> int:
+def _modulus(n: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
     except (binascii.Error, ValueError):
         raise JwksError("the RSA modulus is not base64url") from None
-    return int.from_bytes(raw, "big").bit_length()
+    return int.from_bytes(raw, "big")

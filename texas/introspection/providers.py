@@ -2,19 +2,23 @@
 
 Explicit issuer and JWKS URI win over the discovery document; discovery is fetched when one of
 them is missing, as part of the first key fetch (so an unreachable discovery document behaves
-like an unreachable JWKS: the service starts, /readyz says 503, retries run in the background).
+like an unreachable JWKS: the service starts, /readyz says 503, retries run in the background),
+and read again on the refresh schedule. A document is believed only for the issuer whose
+well-known URL served it, and only with an https `jwks_uri` (loopback excepted).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
-from texas.config import ALIASES, PROVIDER_NAMES, Config, ProviderConfig
+from texas.config import ALIASES, PROVIDER_NAMES, Config, ProviderConfig, transport_ok
 from texas.errors import JwksError, ProviderDisabled, UnknownProvider
 from texas.introspection.jwks import JwksSettings, RemoteJwks, read_limited
 from texas.introspection.validation import Policy
@@ -25,40 +29,65 @@ log = logging.getLogger(__name__)
 
 class Provider:
     def __init__(
-        self, config: ProviderConfig, session: aiohttp.ClientSession, settings: JwksSettings, leeway: float
+        self,
+        config: ProviderConfig,
+        session: aiohttp.ClientSession,
+        settings: JwksSettings,
+        leeway: float,
+        *,
+        insecure_http: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = config.name
         self.config = config
         self._session = session
+        self._settings = settings
         self._leeway = leeway
+        self._insecure_http = insecure_http
+        self._clock = clock
+        self._discovered_at = -math.inf
         self.issuer: str | None = None
         self.jwks_uri: str | None = None
         self.policy: Policy | None = None
+        self._well_known: str | None = None  # None: explicit issuer and JWKS URI, no discovery
         # For the token endpoints (texas.tokens): the discovery document's token_endpoint.
         self.token_endpoint: str | None = None
         self._discovered = False
         if config.issuer and config.jwks_uri:
             self._resolve(config.issuer, config.jwks_uri)
-        self.jwks = RemoteJwks(self.name, self.locate, session, settings)
+        else:
+            self._well_known = config.well_known_url
+        self.jwks = RemoteJwks(self.name, self.locate, session, settings, clock=clock)
 
     async def locate(self) -> str:
-        """The JWKS URI, fetching the discovery document the first time it is needed."""
-        if self.jwks_uri is None:
-            assert self.config.well_known_url is not None  # guaranteed by ProviderConfig
-            try:
-                issuer, jwks_uri = await self._discover(self.config.well_known_url)
-            except JwksError:
-                telemetry.inc_discovery_fetch(self.name, "error")
-                raise
-            except aiohttp.ClientError as e:
-                telemetry.inc_discovery_fetch(self.name, "error")
-                raise JwksError(f"the discovery document could not be fetched ({type(e).__name__})") from None
-            telemetry.inc_discovery_fetch(self.name, "ok")
-            self._resolve(self.config.issuer or issuer, self.config.jwks_uri or jwks_uri)
+        """The JWKS URI. With discovery, the document is read before the first key fetch and
+        again before any fetch once `refresh` seconds have passed, so a provider that moves
+        its keys is followed; when a re-read fails, the URI held is used."""
+        if self._well_known is not None and self._clock() - self._discovered_at >= self._settings.refresh:
+            await self._rediscover(self._well_known)
         assert self.jwks_uri is not None
         return self.jwks_uri
 
+    async def _rediscover(self, url: str) -> None:
+        try:
+            issuer, jwks_uri = await self._discover(url)
+        except (JwksError, aiohttp.ClientError) as e:
+            telemetry.inc_discovery_fetch(self.name, "error")
+            if isinstance(e, JwksError):
+                reason = str(e)
+            else:
+                reason = f"the discovery document could not be fetched ({type(e).__name__})"
+            if self.jwks_uri is None:
+                raise JwksError(reason) from None
+            log.warning("%s; keeping the JWKS URI of %s: %s", reason, self.name, self.jwks_uri)
+            return
+        telemetry.inc_discovery_fetch(self.name, "ok")
+        self._discovered_at = self._clock()
+        self._resolve(self.config.issuer or issuer, self.config.jwks_uri or jwks_uri)
+
     def _resolve(self, issuer: str, jwks_uri: str) -> None:
+        if (issuer, jwks_uri) == (self.issuer, self.jwks_uri):
+            return
         self.issuer = issuer
         self.jwks_uri = jwks_uri
         self.policy = Policy(issuer=issuer, audience=self.config.audience, leeway=self._leeway)
@@ -78,10 +107,14 @@ class Provider:
         issuer, jwks_uri = document.get("issuer"), document.get("jwks_uri")
         if not isinstance(issuer, str) or not issuer:
             raise JwksError("the discovery document has no issuer")
-        if not isinstance(jwks_uri, str) or urlsplit(jwks_uri).scheme not in ("http", "https"):
-            raise JwksError("the discovery document has no http(s) jwks_uri")
+        if not issuer_matches(issuer, url):
+            raise JwksError("the discovery document's issuer is not the URL it was fetched from")
+        if not isinstance(jwks_uri, str) or not transport_ok(jwks_uri, insecure_http=self._insecure_http):
+            raise JwksError("the discovery document has no https jwks_uri")
         token_endpoint = document.get("token_endpoint")
-        if isinstance(token_endpoint, str) and urlsplit(token_endpoint).scheme in ("http", "https"):
+        if isinstance(token_endpoint, str) and transport_ok(
+            token_endpoint, insecure_http=self._insecure_http
+        ):
             self.token_endpoint = token_endpoint
         self._discovered = True
         return issuer, jwks_uri
@@ -106,6 +139,25 @@ class Provider:
         return state
 
 
+_WELL_KNOWN = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
+
+
+def issuer_matches(issuer: str, well_known_url: str) -> bool:
+    """OpenID Connect Discovery 4.3 and RFC 8414 3.3: a metadata document speaks for the issuer
+    whose well-known URL it came from, else anyone who can serve a document there could name
+    any issuer. The well-known suffix follows the issuer (OpenID) or is put before its path
+    (RFC 8414). One trailing slash on the issuer is allowed: Maskinporten's issuer is
+    `https://maskinporten.no/` beside `https://maskinporten.no/.well-known/...`."""
+    base = issuer[:-1] if issuer.endswith("/") else issuer
+    parts = urlsplit(base)
+    for suffix in _WELL_KNOWN:
+        if well_known_url == base + suffix:
+            return True
+        if parts.path and well_known_url == f"{parts.scheme}://{parts.netloc}{suffix}{parts.path}":
+            return True
+    return False
+
+
 class Providers:
     """The enabled providers, by name and by issuer."""
 
@@ -120,7 +172,13 @@ class Providers:
             fetch_timeout=config.jwks_fetch_timeout_seconds,
             max_stale=config.jwks_max_stale_seconds,
         )
-        return cls({p.name: Provider(p, session, settings, config.leeway_seconds) for p in config.providers})
+        leeway, insecure_http = config.leeway_seconds, config.insecure_http
+        return cls(
+            {
+                p.name: Provider(p, session, settings, leeway, insecure_http=insecure_http)
+                for p in config.providers
+            }
+        )
 
     def __iter__(self) -> Iterator[Provider]:
         return iter(self._by_name.values())
@@ -144,8 +202,16 @@ class Providers:
         )
 
     def by_issuer(self, issuer: str | None) -> Provider:
+        """The provider a request that names none is routed to. Only providers that check the
+        audience qualify: a Maskinporten token is valid for every consumer and API, so an app
+        that did not ask for Maskinporten must never see one come back active."""
         for provider in self._by_name.values():
             if issuer is not None and provider.issuer == issuer:
+                if provider.config.audience is None:
+                    raise UnknownProvider(
+                        f"Tokens of {provider.name} are introspected only when the request names it "
+                        "as identity_provider, since they carry no audience to check."
+                    )
                 return provider
         raise UnknownProvider("No enabled identity provider has the token's issuer (iss).")
 

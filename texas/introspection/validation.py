@@ -21,7 +21,6 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from joserfc.errors import JoseError
@@ -61,7 +60,6 @@ class Policy:
 class Compact(NamedTuple):
     """A split token whose header has passed step 2; nothing is verified yet."""
 
-    header: Mapping[str, Any]
     alg: str
     kid: str
     signing_input: bytes
@@ -97,8 +95,18 @@ class Verified(NamedTuple):
 # --- step 1 and 2: split and header ------------------------------------------------------
 
 
+def check_size(token: str | bytes) -> None:
+    """The first check of step 1, in constant time: it runs before anything whose cost grows
+    with the token (the cache's digest, the split)."""
+    if not token:
+        raise Malformed("The token is empty.")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise Malformed(f"The token is longer than {MAX_TOKEN_BYTES} bytes.")
+
+
 def split(token: str | bytes) -> Compact:
     """Split a compact JWS and check its header (steps 1 and 2)."""
+    check_size(token)
     if isinstance(token, str):
         try:
             raw = token.encode("ascii")
@@ -106,10 +114,6 @@ def split(token: str | bytes) -> Compact:
             raise Malformed("The token contains characters that a compact JWT cannot hold.") from None
     else:
         raw = token
-    if not raw:
-        raise Malformed("The token is empty.")
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise Malformed(f"The token is longer than {MAX_TOKEN_BYTES} bytes.")
     parts = raw.split(b".")
     if len(parts) == 5:
         raise Malformed("The token is encrypted (JWE); only signed tokens (JWS) are accepted.")
@@ -117,12 +121,11 @@ def split(token: str | bytes) -> Compact:
         raise Malformed("The token is not a compact JWS of three dot-separated parts.")
     header_segment, payload_segment, signature_segment = parts
 
-    header, alg, kid = _header(header_segment)
+    alg, kid = _header(header_segment)
     signature = _b64decode(signature_segment, "signature")
     if base64.urlsafe_b64encode(signature).rstrip(b"=") != signature_segment:
         raise Malformed("The token's signature is not canonical base64url.")
     return Compact(
-        header=header,
         alg=alg,
         kid=kid,
         signing_input=header_segment + b"." + payload_segment,
@@ -131,22 +134,12 @@ def split(token: str | bytes) -> Compact:
     )
 
 
-_HEADERS: dict[bytes, tuple[Mapping[str, Any], str, str]] = {}
-_HEADERS_MAX = 1024
-
-
-def _header(segment: bytes) -> tuple[Mapping[str, Any], str, str]:
-    """Steps 1-2 for the header, memoised: an issuer signs with a handful of distinct headers,
-    and the result depends on the segment's bytes alone. Failures are not remembered."""
-    known = _HEADERS.get(segment)
-    if known is not None:
-        return known
-    header = _decode_json_object(segment, "header")
-    alg, kid = _check_header(header)
-    if len(_HEADERS) >= _HEADERS_MAX:
-        _HEADERS.clear()
-    _HEADERS[segment] = result = (MappingProxyType(header), alg, kid)
-    return result
+def _header(segment: bytes) -> tuple[str, str]:
+    """Steps 1-2 for the header. Parsed afresh every time: a memo keyed by the raw segment
+    saved about 5 µs of a 45 µs RS256 verification on a token not yet cached (tokens seen
+    before are answered by the verified-token cache and never reach this), and it grew with
+    every forged header sent to it."""
+    return _check_header(_decode_json_object(segment, "header"))
 
 
 def _check_header(header: Mapping[str, Any]) -> tuple[str, str]:
@@ -284,13 +277,8 @@ def time_claim(claims: Mapping[str, Any], name: str, label: str, *, required: bo
     return value
 
 
-def verify(token: str | bytes, keys: KeySnapshot, policy: Policy, now: float) -> Verified:
-    """The whole check, steps 1 to 5."""
-    compact = split(token)
-    return verify_compact(compact, keys, policy, now)
-
-
 def verify_compact(compact: Compact, keys: KeySnapshot, policy: Policy, now: float) -> Verified:
+    """Steps 3 to 5, for a token that `split` has taken through steps 1 and 2."""
     key = select_key(compact, keys)
     check_signature(compact, key)
     claims, payload = decode_payload(compact)

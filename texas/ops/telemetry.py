@@ -125,6 +125,11 @@ GRANT_UPSTREAM_DURATION = Histogram(
     ["provider", "result"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+INTERNAL_ERRORS = Counter(
+    "texas_internal_errors",
+    "Faults inside texas: unexpected exceptions while answering, by route.",
+    ["route"],
+)
 
 STALENESS_NAME = "texas_jwks_staleness_seconds"
 
@@ -152,6 +157,12 @@ def observe_request(route: str, code: int, seconds: float) -> None:
     if responses is None:
         responses = _responses[(route, code)] = RESPONSES.labels(route, str(code))
     responses.inc()
+
+
+def internal_errors(route: str) -> Any:
+    """The route's internal-error counter, created (at 0) when the route is, so that an
+    alert on its increase sees the first fault."""
+    return INTERNAL_ERRORS.labels(route)
 
 
 def inc_jwks_fetch(provider: str, trigger: str, result: str) -> None:
