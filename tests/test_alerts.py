@@ -176,6 +176,7 @@ def test_alerts_watch_what_the_issue_asks() -> None:
         "texas_introspections_total",  # inactive share
         "kube_pod_container_status_restarts_total",  # restarts
         "texas_http_responses_total",  # 5xx
+        "texas_internal_errors_total",  # faults inside texas, answered 200 on introspection
     } <= firing
 
 

@@ -254,16 +254,16 @@ def _read_provider(
         issuer=issuer,
         jwks_uri=jwks_uri,
         well_known_url=well_known,
-        grant=_read_grant(spec.grant, values) if spec.grant is not None else None,
+        grant=_read_grant(spec.grant, values, insecure_http) if spec.grant is not None else None,
     )
 
 
-def _read_grant(spec: GrantSpec, values: Mapping[str, str | None]) -> GrantConfig:
+def _read_grant(spec: GrantSpec, values: Mapping[str, str | None], insecure_http: bool) -> GrantConfig:
     """Client id, private key and token endpoint; each may be missing, but a private key that is
     given must be one texas can sign with, so a bad one stops start-up."""
     raw_key, endpoint = values[spec.private_jwk], values[spec.token_endpoint]
     if endpoint:
-        _check_url(spec.token_endpoint, endpoint)
+        _check_url(spec.token_endpoint, endpoint, insecure_http)
     return GrantConfig(
         spec=spec,
         client_id=values[spec.client_id],
