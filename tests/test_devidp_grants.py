@@ -47,6 +47,7 @@ from texas.devidp.grants import (
 )
 from texas.devidp.http import TOKEN_ENDPOINT_KEY, create_devidp_app
 from texas.devidp.issuer import ALGORITHMS, DEFAULT_PID, DevIdentityProvider, dev_environment
+from texas.devidp.keys import DevIdpError
 
 Client = TestClient[web.Request, None]
 JWK_VARIABLES = {
@@ -164,10 +165,15 @@ def shared_clients(alg: str) -> Mapping[str, DevClient]:
     return generate_clients(alg)
 
 
-async def start_dev(aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient, alg: str = "RS256") -> Dev:
+async def start_dev(
+    aiohttp_server: AiohttpServer,
+    aiohttp_client: AiohttpClient,
+    alg: str = "RS256",
+    token_lifetimes: Mapping[str, int] | None = None,
+) -> Dev:
     # The IdP's own key is EC, quick to make; the client keys, in `alg`, are what is tested here.
     idp = DevIdentityProvider("http://placeholder.invalid", "ES256", clients=shared_clients(alg))
-    server = await aiohttp_server(create_devidp_app(idp))
+    server = await aiohttp_server(create_devidp_app(idp, token_lifetimes=token_lifetimes))
     idp.base_url = str(server.make_url("")).rstrip("/")
     return Dev(idp, await aiohttp_client(server), dev_environment(idp.base_url, idp.clients))
 
@@ -329,6 +335,27 @@ async def test_token_exchange_carries_the_citizen_to_the_audience(dev: Dev, subj
     assert claims["sub"] == user.claims["sub"]
     assert claims["idp"] == dev.issuer("idporten")
     assert claims["jti"] != user.claims["jti"]
+
+
+async def test_token_lifetimes_can_be_set_per_provider(
+    aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient
+) -> None:
+    dev = await start_dev(aiohttp_server, aiohttp_client, token_lifetimes={"maskinporten": 6})
+    status, answer = await dev.post("maskinporten", dev.maskinporten())
+    assert status == 200 and answer["expires_in"] == 6, answer
+    claims = await dev.verified(answer["access_token"])
+    assert claims["exp"] - claims["iat"] == 6
+    status, answer = await dev.post("azuread", dev.client_credentials())
+    assert status == 200 and answer["expires_in"] == LIFETIMES["azuread"], answer
+
+
+@pytest.mark.parametrize(
+    "lifetimes", [{"idporten": 60}, {"tokenx": 0}, {"azuread": 1.5}, {"maskinporten": True}], ids=str
+)
+def test_token_lifetimes_are_whole_seconds_for_a_provider_that_grants(lifetimes: dict[str, Any]) -> None:
+    idp = DevIdentityProvider("http://127.0.0.1:3001", "ES256", clients=shared_clients("RS256"))
+    with pytest.raises(DevIdpError, match="whole seconds above 0 for maskinporten, azuread, tokenx"):
+        create_devidp_app(idp, token_lifetimes=lifetimes)
 
 
 @pytest.mark.parametrize(

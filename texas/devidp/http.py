@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -209,11 +209,17 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
-def create_devidp_app(idp: DevIdentityProvider, service_url: str | None = None) -> web.Application:
-    """The dev IdP as an aiohttp app; `service_url` is the service's base URL, for the page."""
+def create_devidp_app(
+    idp: DevIdentityProvider,
+    service_url: str | None = None,
+    *,
+    token_lifetimes: Mapping[str, int] | None = None,
+) -> web.Application:
+    """The dev IdP as an aiohttp app; `service_url` is the service's base URL, for the page;
+    `token_lifetimes` overrides the granted tokens' lifetimes (see TokenEndpoint)."""
     app = web.Application()
     app[IDP_KEY] = idp
-    app[TOKEN_ENDPOINT_KEY] = TokenEndpoint(idp)
+    app[TOKEN_ENDPOINT_KEY] = TokenEndpoint(idp, lifetimes=token_lifetimes)
     if service_url:
         app[SERVICE_URL_KEY] = service_url.rstrip("/")
     app.cleanup_ctx.append(_client_session)
