@@ -11,18 +11,11 @@ naming the panel. The same Prometheus evaluates the alert rules of deploy/promet
 on the real series, each of which must evaluate without an error.
 
 To add traffic, add a `Step` to `STEPS`: an async function that sends requests through
-`Traffic` and asserts their answers, and the PromQL that must return data after it. Token
-requests, for instance:
-
-    async def machine_tokens(t: Traffic) -> None:
-        body = {"identity_provider": "maskinporten", "target": "nav:test/api"}
-        status, answer = await t.post("/api/v1/token", body)
-        assert status == 200, answer
-
-    Step("machine tokens", machine_tokens, ('<the token metric>{result="..."}',))
-
-(texas gets its variables from `dev_environment`, and the dev identity provider is the one
-that answers the grants.)
+`Traffic` and asserts their answers, and the PromQL that must return data after it. The token
+requests (machine tokens, exchanges, cache hits, skip_cache, an outage of the identity
+provider's token endpoints, refresh ahead) are answered by the dev identity provider with the
+client keys `dev_environment` hands texas; its Maskinporten tokens live only a few seconds here
+(`TOKEN_LIFETIMES`), so that texas's refresh ahead starts within seconds.
 
 The live test is skipped when Debian's `prometheus` package is not installed, except under CI
 (CI set), where it must run.
@@ -48,6 +41,7 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 from pytest_aiohttp import AiohttpServer
 
 from tests.support import (
@@ -67,6 +61,8 @@ from texas.devidp.issuer import PROVIDERS, DevIdentityProvider, dev_environment
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
 RULES = ROOT / "deploy" / "prometheusrule.yaml"
 INTROSPECT = "/api/v1/introspect"
+TOKEN = "/api/v1/token"
+EXCHANGE = "/api/v1/token/exchange"
 
 # What a Kubernetes pod scrape (kubernetes_sd and the usual relabelling) puts on every series.
 TARGET_LABELS = {"namespace": "team", "app": "myapp", "pod": "myapp-0"}
@@ -81,6 +77,9 @@ TUNING = {
     "TEXAS_JWKS_MAX_STALE_SECONDS": "6",
     "TEXAS_JWKS_FETCH_TIMEOUT_SECONDS": "2",
 }
+# texas renews a machine token in the background when it is asked for in its last margin: half
+# the lifetime for tokens that live 120 s or less, so 3 s here instead of a minute.
+TOKEN_LIFETIMES = {"maskinporten": 6}
 T = TypeVar("T")
 DEADLINE = 60.0  # seconds for anything to show up; only a failing test waits this long
 POLL = 0.25
@@ -193,13 +192,15 @@ async def running_prometheus(
 
 @dataclass
 class IssuerSwitch:
-    """Takes the dev identity provider down (every request answered 503) and back up."""
+    """Takes the dev identity provider down (every request answered 503), or only its token
+    endpoints, and back up."""
 
     down: bool = False
+    tokens_down: bool = False
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if self.down:
+        if self.down or (self.tokens_down and request.path.endswith("/token")):
             return web.Response(status=503, text="identity provider down")
         response: web.StreamResponse = await handler(request)
         return response
@@ -214,6 +215,7 @@ class Traffic:
     idp: DevIdentityProvider
     issuer: IssuerSwitch
     introspections: int = 0  # answered, so also counted by texas
+    token_requests: int = 0  # the same
 
     async def post(self, path: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
         """POST a JSON body to texas's API: the status and the JSON answer."""
@@ -245,6 +247,44 @@ class Traffic:
             return True
 
         await eventually(check, f"{times} {verdict} answers in a row for {provider}")
+
+    async def token(self, path: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        status, answer = await self.post(path, body)
+        self.token_requests += 1
+        return status, answer
+
+    async def issued(self, path: str, body: Mapping[str, Any]) -> str:
+        """The access token texas answers with; anything but 200 fails."""
+        status, answer = await self.token(path, body)
+        assert status == 200, answer
+        assert answer["token_type"] == "Bearer" and answer["expires_in"] > 0, answer
+        return str(answer["access_token"])
+
+    async def until_cached(self, path: str, body: Mapping[str, Any]) -> str:
+        """Ask for the same token until texas answers with one it gave before: served from a
+        worker's cache (the identity provider issues a new token, new `jti`, each time)."""
+        seen: set[str] = set()
+
+        async def repeated() -> str | None:
+            token = await self.issued(path, body)
+            if token in seen:
+                return token
+            seen.add(token)
+            return None
+
+        return await eventually(repeated, f"a cached answer from {path} for {dict(body)}")
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """The sum of texas's own samples of `name` with `labels`, across both workers."""
+        async with self.session.get(f"{self.texas}/metrics") as r:
+            assert r.status == 200
+            text = await r.text()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
 
 
 @dataclass(frozen=True)
@@ -296,6 +336,74 @@ async def issuer_back(t: Traffic) -> None:
         await t.until_verdict("active", provider, times=6)
 
 
+async def machine_tokens(t: Traffic) -> None:
+    for body in (
+        {"identity_provider": "maskinporten", "target": "nav:test/api"},
+        {"identity_provider": "azuread", "target": "api://dev-gcp.team.api/.default"},
+    ):
+        cached = await t.until_cached(TOKEN, body)
+        assert await t.issued(TOKEN, body | {"skip_cache": True}) != cached
+
+
+async def exchanges(t: Traffic) -> None:
+    for body in (
+        {
+            "identity_provider": "tokenx",
+            "target": "dev-gcp:team:api",
+            "user_token": t.idp.mint("idporten").access_token,
+        },
+        {
+            "identity_provider": "azuread",
+            "target": "api://dev-gcp.team.api/.default",
+            "user_token": t.idp.mint("azuread").access_token,
+        },
+    ):
+        await t.until_cached(EXCHANGE, body)
+
+
+async def refused_token_requests(t: Traffic) -> None:
+    status, answer = await t.token(TOKEN, {"identity_provider": "maskinporten"})
+    assert (status, answer["error"]) == (400, "invalid_request"), answer
+    # the identity provider's own OAuth error, passed on
+    status, answer = await t.token(TOKEN, {"identity_provider": "azuread", "target": "not-a-scope"})
+    assert (status, answer["error"]) == (400, "invalid_scope"), answer
+
+
+async def background_renewals(t: Traffic) -> None:
+    body = {"identity_provider": "maskinporten", "target": "nav:test/renewed"}
+
+    async def renewed() -> bool:
+        await t.issued(TOKEN, body)
+        return await t.metric("texas_grant_refreshes_total", provider="maskinporten", result="ok") > 0
+
+    await eventually(renewed, "a background renewal of a Maskinporten token")
+
+
+OUTAGE_TARGET = {"identity_provider": "azuread", "target": "api://dev-gcp.team.outage/.default"}
+NEVER_CACHED = {"identity_provider": "azuread", "target": "api://dev-gcp.team.uncached/.default"}
+
+
+async def token_endpoint_outage(t: Traffic) -> None:
+    await t.until_cached(TOKEN, OUTAGE_TARGET)
+    t.issuer.tokens_down = True
+    status, answer = await t.token(TOKEN, NEVER_CACHED)  # retried, then given up
+    assert (status, answer["error"]) == (502, "server_error"), answer
+
+    async def served_stale() -> bool:
+        # A fresh token is asked for and cannot be had: the cached one (an hour left) is
+        # served; a worker that never cached it answers 502.
+        status, answer = await t.token(TOKEN, OUTAGE_TARGET | {"skip_cache": True})
+        assert status in (200, 502), answer
+        return status == 200
+
+    await eventually(served_stale, "a cached token served through the outage")
+
+
+async def token_endpoint_back(t: Traffic) -> None:
+    t.issuer.tokens_down = False
+    await t.issued(TOKEN, NEVER_CACHED)
+
+
 STEPS = (
     Step(
         "active tokens",
@@ -311,6 +419,56 @@ STEPS = (
         ),
     ),
     Step(
+        "machine tokens",
+        machine_tokens,
+        (
+            'texas_token_requests_total{endpoint="token", provider="maskinporten", outcome="ok"}',
+            'texas_token_requests_total{endpoint="token", provider="azuread", outcome="ok"}',
+            'texas_grant_cache_lookups_total{endpoint="token", result="hit"}',
+            'texas_grant_cache_lookups_total{endpoint="token", result="skip"}',
+            'texas_grant_upstream_duration_seconds_count{provider="maskinporten", result="ok"}',
+            "texas_grant_cache_entries > 0",
+            "texas_grant_cache_bytes > 0",
+        ),
+    ),
+    Step(
+        "exchanges",
+        exchanges,
+        (
+            'texas_token_requests_total{endpoint="exchange", provider="tokenx", outcome="ok"}',
+            'texas_token_requests_total{endpoint="exchange", provider="azuread", outcome="ok"}',
+            'texas_grant_cache_lookups_total{endpoint="exchange", result="hit"}',
+        ),
+    ),
+    Step(
+        "refused token requests",
+        refused_token_requests,
+        (
+            'texas_token_requests_total{outcome="invalid_request"}',
+            'texas_token_requests_total{provider="azuread", outcome="refused"}',
+            'texas_grant_upstream_duration_seconds_count{provider="azuread", result="refused"}',
+        ),
+    ),
+    Step(
+        "background renewals",
+        background_renewals,
+        (
+            'texas_grant_cache_lookups_total{endpoint="token", result="ahead"}',
+            'texas_grant_refreshes_total{provider="maskinporten", result="ok"}',
+        ),
+    ),
+    Step(
+        "token endpoint outage",
+        token_endpoint_outage,
+        (
+            'texas_token_requests_total{provider="azuread", outcome="server_error"}',
+            'texas_grant_upstream_duration_seconds_count{provider="azuread", result="error"}',
+            'texas_grant_retries_total{provider="azuread"}',
+            'texas_grant_stale_served_total{provider="azuread"}',
+        ),
+    ),
+    Step("token endpoint back", token_endpoint_back),
+    Step(
         "JWKS outage",
         jwks_outage,
         (
@@ -318,7 +476,16 @@ STEPS = (
             'texas_jwks_fetches_total{result="error"}',
         ),
     ),
-    Step("identity provider back", issuer_back, ("texas_jwks_staleness_seconds >= 0",)),
+    Step(
+        "identity provider back",
+        issuer_back,
+        (
+            "texas_jwks_staleness_seconds >= 0",
+            # Nothing above is a fault inside texas. Each route's counter exists at 0 from the
+            # start, so the dashboard's internal-error series has data without a fault.
+            "sum(texas_internal_errors_total) == 0",
+        ),
+    ),
 )
 
 
@@ -487,13 +654,18 @@ async def test_dashboard_queries_and_alert_rules_work_on_a_real_scrape(
 ) -> None:
     switch = IssuerSwitch()
     idp = DevIdentityProvider("http://placeholder.invalid")
-    idp_app = create_devidp_app(idp)
+    idp_app = create_devidp_app(idp, token_lifetimes=TOKEN_LIFETIMES)
     idp_app.middlewares.append(switch.middleware)
     idp_server = await aiohttp_server(idp_app, host="127.0.0.1")
     idp.base_url = str(idp_server.make_url("")).rstrip("/")
 
     api, probes = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    environ = {**dev_environment(idp.base_url), **TUNING, "BIND_ADDRESS": api, "PROBE_BIND_ADDRESS": probes}
+    environ = {
+        **dev_environment(idp.base_url, idp.clients),
+        **TUNING,
+        "BIND_ADDRESS": api,
+        "PROBE_BIND_ADDRESS": probes,
+    }
     (tmp_path / "texas").mkdir()
     (rule_file,) = [doc for doc in yaml.safe_load_all(RULES.read_text()) if doc is not None]
     rule_groups = rule_file["spec"]
@@ -514,9 +686,16 @@ async def test_dashboard_queries_and_alert_rules_work_on_a_real_scrape(
 
         # Prometheus has scraped everything sent, summed across both workers.
         async def all_counted() -> bool:
-            return await prometheus.value("sum(texas_introspections_total)") == traffic.introspections
+            return (
+                await prometheus.value("sum(texas_introspections_total)") == traffic.introspections
+                and await prometheus.value("sum(texas_token_requests_total)") == traffic.token_requests
+            )
 
-        await eventually(all_counted, f"count of {traffic.introspections} introspections in Prometheus")
+        await eventually(
+            all_counted,
+            f"count of {traffic.introspections} introspections and {traffic.token_requests} token "
+            "requests in Prometheus",
+        )
         shown = [Query(f"(step {step.name})", "-", expr, "") for step in STEPS for expr in step.shows]
         await check_all(prometheus, shown, {})
 
