@@ -15,6 +15,7 @@ from tests.conftest import introspect
 from texas.app import INTROSPECT_PATH, PROVIDERS
 from texas.introspection.handler import INTROSPECTOR
 from texas.ops import logs, telemetry
+from texas.tokens.handler import EXCHANGE_PATH, TOKEN_PATH, TOKENS
 
 SECRET = "eyJzZWNyZXQiOiJ0b2tlbiJ9"
 
@@ -77,3 +78,29 @@ async def test_a_fault_in_a_probe_is_a_500_and_counted(texas: Any) -> None:
 async def test_the_counter_is_exported_from_the_start(texas: Any) -> None:
     text = await (await texas.get("/metrics")).text()
     assert f'texas_internal_errors_total{{route="{INTROSPECT_PATH}"}}' in text
+
+
+@pytest.mark.parametrize(("path", "method"), [(TOKEN_PATH, "machine"), (EXCHANGE_PATH, "exchange")])
+async def test_a_fault_in_a_token_endpoint_is_a_502_counted_as_internal(
+    texas: Any, path: str, method: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(request: object) -> None:
+        raise RuntimeError(f"cannot read {SECRET}")
+
+    monkeypatch.setattr(texas.app[TOKENS], method, broken)
+    before = internal_errors(path)
+    body = {"identity_provider": "tokenx", "target": "c:n:a", "user_token": SECRET}
+    if method == "machine":
+        body = {"identity_provider": "maskinporten", "target": "nav:test"}
+    with caplog.at_level(logging.ERROR):
+        response = await texas.post(path, json=body)
+    assert response.status == 502
+    assert await response.json() == {
+        "error": "server_error",
+        "error_description": "texas failed to handle the token request.",
+    }
+    assert internal_errors(path) == before + 1
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    for formatter in (logs.JsonFormatter(), logs.TextFormatter()):
+        line = formatter.format(record)
+        assert "RuntimeError" in line and SECRET not in line

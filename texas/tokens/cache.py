@@ -1,4 +1,4 @@
-"""The cache of tokens texas has been issued (shared/CONTRACT.md, "Token cache").
+"""The cache of tokens texas has been issued.
 
 - Keys are SHA-256 digests of what identifies a token: (provider, target, resource,
   authorization_details) for machine tokens, (provider, target, SHA-256 of the user token) for

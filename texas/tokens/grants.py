@@ -1,5 +1,4 @@
-"""The four token requests, as the form each identity provider expects (shared/CONTRACT.md,
-"Tokens for calling other APIs").
+"""The four token requests, as the form each identity provider expects.
 
 Each builder is called once per attempt, so that every attempt (retries included) carries an
 assertion with its own `jti`: providers refuse a replayed one.

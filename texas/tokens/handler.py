@@ -1,7 +1,7 @@
 """POST /api/v1/token and POST /api/v1/token/exchange: parse the request, answer the token or
 the error.
 
-Answers (shared/CONTRACT.md): 200 `{"access_token", "token_type", "expires_in"}`; 400
+Answers: 200 `{"access_token", "token_type", "expires_in"}`; 400
 `invalid_request` for the caller's mistakes; the identity provider's own 4xx OAuth error as it
 came; 502 `server_error` when it could not be reached or answered nonsense. Never a 500.
 """
@@ -159,9 +159,12 @@ def _outcome(error: GrantError) -> str:
 
 def _endpoint(
     name: str,
+    path: str,
     parse: Callable[[str, bytes], MachineRequest | ExchangeRequest],
     answer: Callable[[Tokens, Any], Awaitable[tuple[str, Served]]],
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    internal_errors = telemetry.internal_errors(path)
+
     async def handle(request: web.Request) -> web.Response:
         provider = "none"
         try:
@@ -184,8 +187,10 @@ def _endpoint(
                 log.info("token request (%s, %s) refused: HTTP %d %s", name, provider, e.status, e.error)
             telemetry.inc_token_request(name, provider, outcome)
             return _json(error_body(e), e.status)
-        except Exception:  # the contract has no 500: a fault of texas's own is a 502 too
-            log.exception("unexpected error answering a token request")
+        except Exception as e:  # the contract has no 500: a fault of texas's own is a 502 too
+            # the formatters (ops/logs.py) keep the traceback's frames and types, never messages
+            log.error("internal error answering a token request: %s", type(e).__name__, exc_info=e)
+            internal_errors.inc()
             telemetry.inc_token_request(name, provider, "server_error")
             failure = IdentityProviderFailed("texas failed to handle the token request.")
             return _json(error_body(failure), failure.status)
@@ -205,5 +210,5 @@ def _json(body: bytes, status: int) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json", headers=_NO_STORE)
 
 
-token = _endpoint("token", parse_machine, lambda tokens, r: tokens.machine(r))
-exchange = _endpoint("exchange", parse_exchange, lambda tokens, r: tokens.exchange(r))
+token = _endpoint("token", TOKEN_PATH, parse_machine, lambda tokens, r: tokens.machine(r))
+exchange = _endpoint("exchange", EXCHANGE_PATH, parse_exchange, lambda tokens, r: tokens.exchange(r))

@@ -2,7 +2,7 @@
 configured for the request, judge the user token when texas can, and answer from the cache or
 the identity provider.
 
-Which provider does what (shared/CONTRACT.md):
+Which provider does what:
 
     /api/v1/token           maskinporten (JWT-bearer grant), azuread (client_credentials)
     /api/v1/token/exchange  tokenx (RFC 8693 token exchange), azuread (on-behalf-of)
