@@ -123,7 +123,8 @@ def active_body(verified: Verified) -> bytes:
     (2**70, 1.0, escapes) is returned exactly as signed; a claim named `active` forces a
     re-encode without it, since the verdict must win."""
     if "active" in verified.claims:
-        claims = {k: v for k, v in verified.claims.items() if k != "active"}
+        # read again exactly: orjson (fastjson) reads integers past 64 bits as floats
+        claims = {k: v for k, v in json.loads(verified.payload).items() if k != "active"}
         return json.dumps({"active": True, **claims}, separators=(",", ":")).encode()
     inner = verified.payload.strip()[1:].lstrip()  # the payload parsed as an object: starts "{"
     if inner.startswith(b"}"):
