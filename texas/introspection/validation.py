@@ -127,13 +127,8 @@ def split(token: str | bytes) -> Compact:
     # re-encoded, a canonical signature gives back what was sent (no stray low bits)
     if binascii.b2a_base64(signature, newline=False) != standard:
         raise Malformed("The token's signature is not canonical base64url.")
-    return Compact(
-        alg=alg,
-        kid=kid,
-        signing_input=header_segment + b"." + payload_segment,
-        payload_segment=payload_segment,
-        signature=signature,
-    )
+    # positional: a namedtuple built with keywords costs 1,800 instructions more
+    return Compact(alg, kid, header_segment + b"." + payload_segment, payload_segment, signature)
 
 
 def _header(segment: bytes) -> tuple[str, str]:
@@ -255,9 +250,9 @@ def check_claims(claims: Mapping[str, Any], policy: Policy, now: float) -> Times
             raise WrongAudience("The token's audience (aud) does not include this application.")
 
     times = Times(
-        exp=time_claim(claims, "exp", "expiry"),
-        iat=time_claim(claims, "iat", "issue time"),
-        nbf=time_claim(claims, "nbf", "not-before time", required=False),
+        time_claim(claims, "exp", "expiry"),
+        time_claim(claims, "iat", "issue time"),
+        time_claim(claims, "nbf", "not-before time", required=False),
     )
     times.check(policy.leeway, now)
     return times
@@ -285,7 +280,7 @@ def verify_compact(compact: Compact, keys: KeySnapshot, policy: Policy, now: flo
     check_signature(compact, key)
     claims, payload = decode_payload(compact)
     times = check_claims(claims, policy, now)
-    return Verified(claims=claims, payload=payload, key=key, times=times)
+    return Verified(claims, payload, key, times)
 
 
 def peek_issuer(token: str | bytes) -> str | None:
