@@ -57,7 +57,7 @@ def observed(route: str, handler: Handler) -> Handler:
         request[logs.REQUEST_ID] = rid
         token = logs.request_id.set(rid)
         started = time.perf_counter()
-        telemetry.IN_FLIGHT.inc()
+        telemetry.request_started()
         try:
             response = await handler(request)
         except Exception as e:
@@ -72,7 +72,7 @@ def observed(route: str, handler: Handler) -> Handler:
             else:
                 response = web.json_response({"status": "error"}, status=500)
         finally:
-            telemetry.IN_FLIGHT.dec()
+            telemetry.request_finished()
             logs.request_id.reset(token)
         telemetry.observe_request(route, response.status, time.perf_counter() - started)
         response.headers["X-Request-Id"] = rid
