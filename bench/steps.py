@@ -133,11 +133,19 @@ async def steps(tmp: Path) -> dict[str, Callable[[], object]]:
         rid = logs.accept_request_id(None)
         token = logs.request_id.set(rid)
         started = time.perf_counter()
-        telemetry.IN_FLIGHT.inc()
-        telemetry.IN_FLIGHT.dec()
+        telemetry.request_started()
+        telemetry.request_finished()
         logs.request_id.reset(token)
         telemetry.observe_request("/api/v1/introspect", 200, time.perf_counter() - started)
-        response.headers["X-Request-Id"] = rid
+        response.headers[logs.REQUEST_ID_HEADER] = rid
+
+    def flush_one() -> None:
+        telemetry.request_started()
+        telemetry.request_finished()
+        telemetry.observe_request("/api/v1/introspect", 200, 0.0003)
+        telemetry.inc_introspection("idporten", "active")
+        telemetry.inc_token_cache(True)
+        telemetry.flush()
 
     def new_token() -> None:
         request = handler.IntrospectRequest("idporten", next(fresh), None)
@@ -160,13 +168,17 @@ async def steps(tmp: Path) -> dict[str, Callable[[], object]]:
         "app: observed wrapper around the handler": wrapper_parts,
         "  logs.accept_request_id (new id)": lambda: logs.accept_request_id(None),
         "  request_id context variable set + reset": lambda: logs.request_id.reset(logs.request_id.set("x")),
-        "  IN_FLIGHT gauge inc + dec": lambda: (telemetry.IN_FLIGHT.inc(), telemetry.IN_FLIGHT.dec()),
+        "  telemetry.request_started + request_finished": lambda: (
+            telemetry.request_started(),
+            telemetry.request_finished(),
+        ),
         "  telemetry.observe_request (histogram + counter)": lambda: telemetry.observe_request(
             "/api/v1/introspect", 200, 0.0003
         ),
+        "  telemetry.flush (after one request's counts)": flush_one,
         "  response.headers['X-Request-Id'] = rid": lambda: response.headers.__setitem__("X-Request-Id", "x"),
         "new: Introspector.__call__ (cache miss, full cache)": new_token,
-        "  split (header memoised)": lambda: split(seen_token),
+        "  split": lambda: split(seen_token),
         "  RemoteJwks.keys_for": lambda: run_coroutine(provider.jwks.keys_for(KID)),
         "  select_key": lambda: select_key(compact, snapshot),
         "  check_signature (RSA, generic code under valgrind)": lambda: check_signature(compact, prepared),

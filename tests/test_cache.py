@@ -15,6 +15,7 @@ from texas.ops import telemetry
 
 
 def hits_and_misses() -> tuple[float, float]:
+    telemetry.flush()
     lookups = telemetry.TOKEN_CACHE_LOOKUPS
     return lookups.labels("hit")._value.get(), lookups.labels("miss")._value.get()
 

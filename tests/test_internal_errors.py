@@ -37,6 +37,7 @@ def internal_errors(route: str) -> float:
 
 
 def introspections(outcome: str) -> float:
+    telemetry.flush()
     return telemetry.INTROSPECTIONS.labels("none", outcome)._value.get()  # type: ignore[no-any-return]
 
 

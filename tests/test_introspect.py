@@ -6,6 +6,7 @@ import io
 import json
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.conftest import introspect
@@ -68,6 +69,19 @@ async def test_a_claim_named_active_never_overrides_the_verdict(texas, token, va
     )
     raw = await response.read()
     assert raw.count(b'"active"') == 1
+    assert json.loads(raw)["active"] is True
+
+
+async def test_a_claim_named_active_leaves_big_integers_exact(texas, issuer: FakeIssuer) -> None:
+    """The answer is re-encoded without the `active` claim; integers past 64 bits stay exact."""
+    c = claims_for("idporten", issuer.issuer("idporten"))
+    payload = orjson.dumps({**c, "active": False}).rstrip(b"}") + b',"big":1180591620717411303424}'
+    response = await texas.post(
+        "/api/v1/introspect",
+        json={"identity_provider": "idporten", "token": sign(payload, make_key("RS256", "key-1"))},
+    )
+    raw = await response.read()
+    assert b'"big":1180591620717411303424' in raw
     assert json.loads(raw)["active"] is True
 
 

@@ -69,6 +69,19 @@ async def test_held_kid_needs_no_fetch(make_jwks: JwksFactory, issuer: FakeIssue
     assert fetches(issuer) == before
 
 
+async def test_holding_answers_without_a_coroutine_only_for_a_held_kid(
+    make_jwks: JwksFactory, issuer: FakeIssuer
+) -> None:
+    jwks = make_jwks()
+    assert jwks.holding("key-1") is None, "no keys yet"
+    assert await jwks.refresh("startup")
+    before = fetches(issuer)
+    snapshot = jwks.holding("key-1")
+    assert snapshot is not None and snapshot is jwks.current()
+    assert jwks.holding("unknown") is None
+    assert fetches(issuer) == before, "holding never fetches"
+
+
 async def test_unknown_kid_triggers_one_shared_refresh(make_jwks: JwksFactory, issuer: FakeIssuer) -> None:
     clock = Clock()
     jwks = make_jwks(clock)

@@ -42,7 +42,7 @@ _INTERNAL_ERROR = InternalError("The service failed to handle the request; this 
 _INTERNAL_ERROR_BODY = handler.inactive_body(_INTERNAL_ERROR)
 
 
-def observed(route: str, handler: Handler) -> Handler:
+def observed(route: str, handler: Handler, lifecycle: Lifecycle) -> Handler:
     """One route's handler with request id, latency and status metrics, and the last line of
     defence: an unexpected exception is a fault in texas, answered in the contract's shape
     (`internal_error`), counted, and logged with its type and frames but not its message
@@ -53,11 +53,10 @@ def observed(route: str, handler: Handler) -> Handler:
     internal_errors = telemetry.internal_errors(route)
 
     async def wrapper(request: web.Request) -> web.StreamResponse:
-        rid = logs.accept_request_id(request.headers.get("X-Request-Id"))
-        request[logs.REQUEST_ID] = rid
+        rid = logs.accept_request_id(request.headers.get(logs.REQUEST_ID_HEADER))
         token = logs.request_id.set(rid)
         started = time.perf_counter()
-        telemetry.IN_FLIGHT.inc()
+        telemetry.request_started()
         try:
             response = await handler(request)
         except Exception as e:
@@ -72,11 +71,11 @@ def observed(route: str, handler: Handler) -> Handler:
             else:
                 response = web.json_response({"status": "error"}, status=500)
         finally:
-            telemetry.IN_FLIGHT.dec()
+            telemetry.request_finished()
             logs.request_id.reset(token)
         telemetry.observe_request(route, response.status, time.perf_counter() - started)
-        response.headers["X-Request-Id"] = rid
-        if request.app[LIFECYCLE].draining:
+        response.headers[logs.REQUEST_ID_HEADER] = rid  # the access log reads it from here
+        if lifecycle.draining:
             response.force_close()  # shutting down: move the client off this connection
         return response
 
@@ -85,20 +84,22 @@ def observed(route: str, handler: Handler) -> Handler:
 
 def route(app: web.Application, method: str, path: str, handler: Handler) -> None:
     """Register an observed handler, and an observed 405 for the path's other methods."""
-    app.router.add_route(method, path, observed(path, handler))
+    lifecycle = app[LIFECYCLE]
+    app.router.add_route(method, path, observed(path, handler, lifecycle))
     allow = "GET, HEAD" if method == "GET" else method
 
     async def method_not_allowed(request: web.Request) -> web.Response:
         return web.json_response({"status": "method not allowed"}, status=405, headers={"Allow": allow})
 
-    app.router.add_route("*", path, observed(path, method_not_allowed))
+    app.router.add_route("*", path, observed(path, method_not_allowed, lifecycle))
 
 
 def _not_found_for_the_rest(app: web.Application) -> None:
     async def not_found(request: web.Request) -> web.Response:
         return web.json_response({"status": "not found"}, status=404)
 
-    app.router.add_route("*", "/{tail:.*}", observed("other", not_found), name=logs.NOT_FOUND_ROUTE)
+    not_found_observed = observed("other", not_found, app[LIFECYCLE])
+    app.router.add_route("*", "/{tail:.*}", not_found_observed, name=logs.NOT_FOUND_ROUTE)
 
 
 def create_app(config: Config, *, dev: bool = False) -> web.Application:

@@ -20,6 +20,7 @@ from aiohttp import web
 from texas.errors import BadRequest, KeysUnavailable, TokenError
 from texas.introspection import levels
 from texas.introspection.cache import Entry, TokenCache
+from texas.introspection.fastjson import read_unrepeated
 from texas.introspection.providers import Provider, Providers
 from texas.introspection.validation import Verified, check_size, peek_issuer, split, verify_compact
 from texas.ops import telemetry
@@ -44,24 +45,24 @@ def parse_request(content_type: str, body: bytes) -> IntrospectRequest:
     else:
         raise BadRequest("The request must be application/json or application/x-www-form-urlencoded.")
 
-    fields: dict[str, str | None] = {}
-    for name in _FIELDS:
-        value = data.get(name)
-        if value is not None and not isinstance(value, str):
-            raise BadRequest(f"The request field {name} must be a string.")
-        fields[name] = value
-    token = fields["token"]
+    provider = _string(data, "identity_provider")
+    token = _string(data, "token")
+    level = _string(data, "level")
     if not token:
         raise BadRequest("The request has no token.")
-    level = fields["level"]
-    if "level" in data and not level:
+    if level:
+        level = levels.normalise(level)
+    elif "level" in data:
         # an unset variable must not switch the level check off
         raise BadRequest("The request's level is empty; leave the field out when no level is required.")
-    return IntrospectRequest(
-        identity_provider=fields["identity_provider"] or None,
-        token=token,
-        level=levels.normalise(level) if level is not None else None,
-    )
+    return IntrospectRequest(provider or None, token, level)
+
+
+def _string(data: Mapping[str, object], name: str) -> str | None:
+    value = data.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise BadRequest(f"The request field {name} must be a string.")
 
 
 class _Repeating(dict[str, object]):
@@ -85,9 +86,17 @@ def _reject_constant(name: str) -> object:
 # One parser that sees repeated names (orjson, like most, keeps the last silently). Only the
 # top level counts: a member that texas does not read may hold any object.
 _JSON = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_reject_constant)
+_FAST_DEPTH = 32  # bodies nested deeper are read by the exact parser alone
 
 
 def _parse_json(body: bytes) -> dict[str, object]:
+    # orjson when it shows that no name repeats (fastjson), else the exact parser:
+    # 17,000 instructions instead of 36,000 under callgrind for an ID-porten request
+    data = read_unrepeated(body, _FAST_DEPTH)
+    if data is not None:
+        if not isinstance(data, dict):
+            raise BadRequest("The request body must be a JSON object.")
+        return data
     try:
         data = _JSON.decode(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -123,7 +132,8 @@ def active_body(verified: Verified) -> bytes:
     (2**70, 1.0, escapes) is returned exactly as signed; a claim named `active` forces a
     re-encode without it, since the verdict must win."""
     if "active" in verified.claims:
-        claims = {k: v for k, v in verified.claims.items() if k != "active"}
+        # read again exactly: orjson (fastjson) reads integers past 64 bits as floats
+        claims = {k: v for k, v in json.loads(verified.payload).items() if k != "active"}
         return json.dumps({"active": True, **claims}, separators=(",", ":")).encode()
     inner = verified.payload.strip()[1:].lstrip()  # the payload parsed as an object: starts "{"
     if inner.startswith(b"}"):
@@ -148,47 +158,57 @@ class Introspector:
         self.clock = clock
 
     async def __call__(self, request: IntrospectRequest) -> Verdict:
+        # One coroutine: the awaits below wait only for a key set that does not hold the
+        # token's kid; a layer per step (cache, verify, keys) cost about 11,000 instructions
+        # a request under callgrind for coroutines that never suspend.
         name = "none"
+        token = request.token
         try:
-            check_size(request.token)
+            check_size(token)
             if request.identity_provider is None:
-                provider = self.providers.by_issuer(peek_issuer(request.token))
+                provider = self.providers.by_issuer(peek_issuer(token))
             else:
                 provider = self.providers.get(request.identity_provider)
             name = provider.name
-            body, acr = await self._verify(provider, request.token)
+            now = self.clock()
+            cache = self.cache
+            key = cache.key(name, token)
+            entry = cache.get(key)
+            if entry is not None and self._entry_holds(provider, key, entry, now):
+                body, acr = entry.body, entry.acr
+            else:
+                compact = split(token)
+                policy = provider.policy
+                jwks = provider.jwks
+                snapshot = jwks.holding(compact.kid)
+                if snapshot is None and policy is not None:
+                    snapshot = await jwks.keys_for(compact.kid)
+                if snapshot is None or policy is None:
+                    raise KeysUnavailable(f"The signing keys of {name} are not available right now.")
+                verified = verify_compact(compact, snapshot, policy, now)
+                body = active_body(verified)
+                acr = verified.claims.get("acr")
+                cache.put(key, Entry(body, verified.key, verified.times, acr))
             if request.level is not None:
                 levels.require(acr, request.level)
         except TokenError as e:
             return Verdict(name, e.reason, inactive_body(e))
         return Verdict(name, "active", body)
 
-    async def _verify(self, provider: Provider, token: str) -> tuple[bytes, object]:
-        """The active answer and the token's `acr`, from the cache or by verifying."""
-        now = self.clock()
-        key = self.cache.key(provider.name, token)
-        entry = self.cache.get(key)
-        if entry is not None:
-            snapshot = provider.jwks.current()
-            if snapshot is not None and snapshot.holds(entry.key):
-                try:
-                    entry.times.check(provider.policy.leeway, now)  # type: ignore[union-attr]
-                except TokenError:
-                    self.cache.discard(key)
-                    raise
-                return entry.body, entry.acr
-            self.cache.discard(key)
-
-        compact = split(token)
-        policy = provider.policy
-        snapshot = await provider.jwks.keys_for(compact.kid) if policy is not None else None
-        if snapshot is None or policy is None:
-            raise KeysUnavailable(f"The signing keys of {provider.name} are not available right now.")
-        verified = verify_compact(compact, snapshot, policy, now)
-        body = active_body(verified)
-        acr = verified.claims.get("acr")
-        self.cache.put(key, Entry(body=body, key=verified.key, times=verified.times, acr=acr))
-        return body, acr
+    def _entry_holds(self, provider: Provider, key: bytes, entry: Entry, now: float) -> bool:
+        """A cached verdict holds while its key is held and its time claims hold; an entry
+        whose time has run out is dropped and its verdict raised, one whose key has gone is
+        dropped and the token verified afresh."""
+        snapshot = provider.jwks.current()
+        if snapshot is not None and snapshot.holds(entry.key):
+            try:
+                entry.times.check(provider.policy.leeway, now)  # type: ignore[union-attr]
+            except TokenError:
+                self.cache.discard(key)
+                raise
+            return True
+        self.cache.discard(key)
+        return False
 
 
 INTROSPECTOR = web.AppKey("introspector", Introspector)
@@ -204,6 +224,8 @@ class _TooLarge(Exception):
 def decode_body(encoding: str, body: bytes) -> bytes:
     """The body without its Content-Encoding, never more than MAX_BODY_BYTES (a small gzip
     body can inflate to gigabytes)."""
+    if not encoding:  # the usual case, first
+        return body
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return body

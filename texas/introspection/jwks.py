@@ -110,6 +110,12 @@ class RemoteJwks:
         """Seconds since the last successful fetch, None before the first."""
         return None if self._confirmed_at is None else self._clock() - self._confirmed_at
 
+    def holding(self, kid: str) -> KeySnapshot | None:
+        """The snapshot held when it has `kid`, else None: the answer of `keys_for` when that
+        needs no wait, without a coroutine."""
+        snapshot = self.current()
+        return snapshot if snapshot is not None and snapshot.has_kid(kid) else None
+
     async def keys_for(self, kid: str) -> KeySnapshot | None:
         """A snapshot that holds `kid` if the provider publishes it, refreshing as the policy
         allows; otherwise the snapshot held (or None), and the caller answers unknown_key."""

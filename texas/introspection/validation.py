@@ -14,7 +14,6 @@ Header members that carry or point at keys (`jwk`, `jku`, `x5u`, `x5c`) are neve
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import math
@@ -39,6 +38,7 @@ from texas.errors import (
     WrongAudience,
     WrongIssuer,
 )
+from texas.introspection.fastjson import read_unrepeated
 from texas.introspection.keys import ALGORITHMS, MAX_KID_LENGTH, KeySnapshot, PreparedKey
 
 MAX_TOKEN_BYTES = 64 * 1024
@@ -122,16 +122,13 @@ def split(token: str | bytes) -> Compact:
     header_segment, payload_segment, signature_segment = parts
 
     alg, kid = _header(header_segment)
-    signature = _b64decode(signature_segment, "signature")
-    if base64.urlsafe_b64encode(signature).rstrip(b"=") != signature_segment:
+    standard = _to_standard(signature_segment, "signature")
+    signature = _a2b(standard, "signature")
+    # re-encoded, a canonical signature gives back what was sent (no stray low bits)
+    if binascii.b2a_base64(signature, newline=False) != standard:
         raise Malformed("The token's signature is not canonical base64url.")
-    return Compact(
-        alg=alg,
-        kid=kid,
-        signing_input=header_segment + b"." + payload_segment,
-        payload_segment=payload_segment,
-        signature=signature,
-    )
+    # positional: a namedtuple built with keywords costs 1,800 instructions more
+    return Compact(alg, kid, header_segment + b"." + payload_segment, payload_segment, signature)
 
 
 def _header(segment: bytes) -> tuple[str, str]:
@@ -253,9 +250,9 @@ def check_claims(claims: Mapping[str, Any], policy: Policy, now: float) -> Times
             raise WrongAudience("The token's audience (aud) does not include this application.")
 
     times = Times(
-        exp=time_claim(claims, "exp", "expiry"),
-        iat=time_claim(claims, "iat", "issue time"),
-        nbf=time_claim(claims, "nbf", "not-before time", required=False),
+        time_claim(claims, "exp", "expiry"),
+        time_claim(claims, "iat", "issue time"),
+        time_claim(claims, "nbf", "not-before time", required=False),
     )
     times.check(policy.leeway, now)
     return times
@@ -283,7 +280,7 @@ def verify_compact(compact: Compact, keys: KeySnapshot, policy: Policy, now: flo
     check_signature(compact, key)
     claims, payload = decode_payload(compact)
     times = check_claims(claims, policy, now)
-    return Verified(claims=claims, payload=payload, key=key, times=times)
+    return Verified(claims, payload, key, times)
 
 
 def peek_issuer(token: str | bytes) -> str | None:
@@ -297,20 +294,28 @@ def peek_issuer(token: str | bytes) -> str | None:
 # --- JSON and base64url, strictly -----------------------------------------------------------
 
 
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+# base64url's "-" and "_" become the standard alphabet's "+" and "/"; a "+", "/" or "=" in the
+# token (standard base64, padding) becomes "*", which strict mode refuses like anything else
+# outside the alphabet (whitespace included). One translate instead of three `in` checks, each
+# of which formatted a TypeError: 7,000 fewer instructions per segment under callgrind.
+_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/***")
+
+
+def _to_standard(segment: bytes, part: str) -> bytes:
+    if len(segment) % 4 == 1:
+        raise Malformed(f"The token's {part} is not base64url.")
+    return segment.translate(_TO_STANDARD) + b"=" * (-len(segment) % 4)
+
+
+def _a2b(standard: bytes, part: str) -> bytes:
+    try:
+        return binascii.a2b_base64(standard, strict_mode=True)
+    except binascii.Error:
+        raise Malformed(f"The token's {part} is not base64url.") from None
 
 
 def _b64decode(segment: bytes, part: str) -> bytes:
-    # strict_mode refuses anything outside the alphabet (whitespace included); "+", "/" and "="
-    # are in the standard alphabet but not in base64url without padding, so refuse them first.
-    if len(segment) % 4 == 1 or b"+" in segment or b"/" in segment or b"=" in segment:
-        raise Malformed(f"The token's {part} is not base64url.")
-    try:
-        return binascii.a2b_base64(
-            segment.translate(_TO_STANDARD) + b"=" * (-len(segment) % 4), strict_mode=True
-        )
-    except binascii.Error:
-        raise Malformed(f"The token's {part} is not base64url.") from None
+    return _a2b(_to_standard(segment, part), part)
 
 
 def _decode_json_object(segment: bytes, part: str) -> dict[str, Any]:
@@ -350,6 +355,16 @@ _DECODER = json.JSONDecoder(
 
 
 def _parse_json_object(data: bytes, part: str) -> dict[str, Any]:
+    value = read_unrepeated(data, MAX_JSON_DEPTH)
+    if value is None:
+        value = _parse_exactly(data, part)
+    if not isinstance(value, dict):
+        raise Malformed(f"The token's {part} is not a JSON object.")
+    return value
+
+
+def _parse_exactly(data: bytes, part: str) -> Any:
+    """The exact reading, and its verdicts: every case fastjson does not prove goes here."""
     try:
         text = data.decode("utf-8")
         value = _DECODER.decode(text)
@@ -361,8 +376,6 @@ def _parse_json_object(data: bytes, part: str) -> dict[str, Any]:
         raise Malformed(f"The token's {part} is nested deeper than {MAX_JSON_DEPTH} levels.") from None
     except ValueError:
         raise Malformed(f"The token's {part} is not valid JSON.") from None
-    if not isinstance(value, dict):
-        raise Malformed(f"The token's {part} is not a JSON object.")
     if data.count(b"{") + data.count(b"[") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
         raise Malformed(f"The token's {part} is nested deeper than {MAX_JSON_DEPTH} levels.")
     return value

@@ -34,7 +34,7 @@ from aiohttp.abc import AbstractAccessLogger
 from texas.errors import TexasError
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
-REQUEST_ID = web.RequestKey("request_id", str)
+REQUEST_ID_HEADER = "X-Request-Id"
 
 ACCESS_LOGGER = logging.getLogger("texas.access")
 # Probes and scrapes arrive every few seconds from the kubelet and Prometheus: DEBUG, not INFO.
@@ -50,12 +50,13 @@ def _new_id_sequence() -> None:
     """Request ids unique per process without a syscall each (uuid4 reads os.urandom): a random
     prefix, then a counter. Drawn again in a forked child, so gunicorn's workers never share
     a prefix even if the master imported this module."""
-    global _new_ids
-    prefix = uuid.uuid4().hex[:12]
-    _new_ids = (f"{prefix}-{n}" for n in itertools.count(1))
+    global _id_prefix, _id_numbers
+    _id_prefix = uuid.uuid4().hex[:12]
+    _id_numbers = itertools.count(1)
 
 
-_new_ids: Iterator[str]
+_id_prefix: str
+_id_numbers: Iterator[int]
 _new_id_sequence()
 os.register_at_fork(after_in_child=_new_id_sequence)
 
@@ -65,7 +66,7 @@ def accept_request_id(header: str | None) -> str:
     on every line, so it must not be a way to put request content into the logs."""
     if header and _REQUEST_ID.fullmatch(header) and not header.startswith("eyJ"):
         return header
-    return next(_new_ids)
+    return f"{_id_prefix}-{next(_id_numbers)}"
 
 
 def redacted_traceback(exc: BaseException) -> str:
@@ -187,7 +188,7 @@ class AccessLogger(AbstractAccessLogger):
                 "path": path,
                 "status": response.status,
                 "duration_ms": round(elapsed * 1000, 3),
-                "request_id": request.get(REQUEST_ID),
+                "request_id": response.headers.get(REQUEST_ID_HEADER),
             },
         )
 
