@@ -73,6 +73,7 @@ async def steps(tmp: Path) -> dict[str, Callable[[], object]]:
     """Every step, ready to call; keys fetched from a local JWKS server first."""
     import aiohttp
     from aiohttp import web
+    from texas import bodies
     from texas.config import ProviderConfig
     from texas.introspection import handler
     from texas.introspection.cache import Entry, TokenCache
@@ -162,7 +163,7 @@ async def steps(tmp: Path) -> dict[str, Callable[[], object]]:
         "  TokenCache.get (+ hit counter)": lambda: cache.get(key),
         "  RemoteJwks.current + KeySnapshot.holds": lambda: provider.jwks.current().holds(prepared),  # type: ignore[union-attr]
         "  Times.check": lambda: entry.times.check(60.0, now),
-        "handler: decode_body (identity)": lambda: handler.decode_body("", body),
+        "bodies.decode (identity)": lambda: bodies.decode("", body),
         "handler: parse_request": lambda: handler.parse_request("application/json", body),
         "handler: telemetry.inc_introspection": lambda: telemetry.inc_introspection("idporten", "active"),
         "app: observed wrapper around the handler": wrapper_parts,

@@ -41,8 +41,8 @@ from joserfc.jwk import RSAKey
 from joserfc.jws import JWSRegistry
 
 from tests.support import FakeIssuer, b64, claims_for, make_key, public_jwk, sign_raw
+from texas.bodies import MAX_BODY_BYTES
 from texas.errors import REASONS
-from texas.introspection.handler import MAX_BODY_BYTES
 from texas.introspection.validation import MAX_JSON_DEPTH, MAX_TIME, MAX_TOKEN_BYTES
 
 LEEWAY = 60

@@ -4,6 +4,7 @@ server (tests/authserver.py) that verifies every assertion and counts every call
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 from typing import Any
@@ -378,6 +379,34 @@ async def test_a_5xx_is_a_502(make_texas: TexasFactory, issuer: AuthServer) -> N
             },
             "The request repeats the field target.",
         ),
+        (
+            "/api/v1/token",
+            {
+                "data": b'{"identity_provider":"maskinporten","target":"a","target":"b",'
+                + b'"x":'
+                + b"[" * 1000
+                + b"]" * 1000
+                + b"}",
+                "headers": {"Content-Type": "application/json"},
+            },
+            "The request body is not valid JSON.",
+        ),
+        (
+            "/api/v1/token",
+            {
+                "data": gzip.compress(b" " * (2 * 1024 * 1024)),
+                "headers": {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            },
+            "The request body is larger than 1 MiB.",
+        ),
+        (
+            "/api/v1/token",
+            {
+                "data": gzip.compress(b'{"identity_provider":"maskinporten","target":"a"}') + b"junk",
+                "headers": {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            },
+            "The request body does not decode as its Content-Encoding says.",
+        ),
     ],
     ids=[
         "no-provider",
@@ -396,6 +425,9 @@ async def test_a_5xx_is_a_502(make_texas: TexasFactory, issuer: AuthServer) -> N
         "text-plain",
         "repeated-form-field",
         "repeated-json-field",
+        "repeated-field-behind-deep-nesting",
+        "gzip-bomb",
+        "gzip-trailing-data",
     ],
 )
 async def test_the_callers_mistakes_are_400_invalid_request(
@@ -412,6 +444,17 @@ async def test_the_callers_mistakes_are_400_invalid_request(
     if sentence is not None:
         assert body["error_description"] == sentence
     assert sum(issuer.calls(p) for p in GRANTS) == 0
+
+
+async def test_a_repeat_inside_a_member_texas_does_not_read_is_no_repeated_field(
+    make_texas: TexasFactory, issuer: AuthServer
+) -> None:
+    texas = await start(make_texas, issuer)
+    body = b'{"identity_provider":"maskinporten","target":"%s","extra":{"target":1,"target":2}}' % (
+        SCOPE.encode()
+    )
+    answer = await post(texas, "/api/v1/token", 200, data=body, headers={"Content-Type": "application/json"})
+    assert answer["token_type"] == "Bearer"
 
 
 async def test_a_disabled_provider_is_400(make_texas: TexasFactory, issuer: AuthServer) -> None:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from texas import bodies
 from texas.config import Config
 from texas.errors import InternalError
 from texas.introspection import handler
@@ -104,7 +105,7 @@ def _not_found_for_the_rest(app: web.Application) -> None:
 
 def create_app(config: Config, *, dev: bool = False) -> web.Application:
     """The service: introspection, tokens for calling other APIs, probes and metrics."""
-    app = web.Application(client_max_size=handler.MAX_BODY_BYTES)
+    app = web.Application(client_max_size=bodies.MAX_BODY_BYTES)
     app[CONFIG] = config
     app[DEV_MODE] = dev
     app[LIFECYCLE] = Lifecycle()

@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
-from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
-from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
 
+from texas import bodies
 from texas.errors import BadRequest, KeysUnavailable, TokenError
 from texas.introspection import levels
 from texas.introspection.cache import Entry, TokenCache
-from texas.introspection.fastjson import read_unrepeated
 from texas.introspection.providers import Provider, Providers
 from texas.introspection.validation import Verified, check_size, peek_issuer, split, verify_compact
 from texas.ops import telemetry
 
-MAX_BODY_BYTES = 1024 * 1024
 _FIELDS = ("identity_provider", "token", "level")
 
 
@@ -37,14 +33,7 @@ class IntrospectRequest(NamedTuple):
 
 def parse_request(content_type: str, body: bytes) -> IntrospectRequest:
     """The request's three fields, from a JSON or form body; anything else is a bad request."""
-    data: Mapping[str, object]
-    if content_type == "application/json":
-        data = _parse_json(body)
-    elif content_type == "application/x-www-form-urlencoded":
-        data = _parse_form(body)
-    else:
-        raise BadRequest("The request must be application/json or application/x-www-form-urlencoded.")
-
+    data = bodies.read_fields(content_type, body, _FIELDS)
     provider = _string(data, "identity_provider")
     token = _string(data, "token")
     level = _string(data, "level")
@@ -63,64 +52,6 @@ def _string(data: Mapping[str, object], name: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise BadRequest(f"The request field {name} must be a string.")
-
-
-class _Repeating(dict[str, object]):
-    """A JSON object that gave some member names more than once."""
-
-    def __init__(self, pairs: list[tuple[str, object]]) -> None:
-        super().__init__(pairs)
-        counts = Counter(name for name, _ in pairs)
-        self.repeated = frozenset(name for name, count in counts.items() if count > 1)
-
-
-def _object(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    obj = dict(pairs)
-    return obj if len(obj) == len(pairs) else _Repeating(pairs)
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(name)
-
-
-# One parser that sees repeated names (orjson, like most, keeps the last silently). Only the
-# top level counts: a member that texas does not read may hold any object.
-_JSON = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_reject_constant)
-_FAST_DEPTH = 32  # bodies nested deeper are read by the exact parser alone
-
-
-def _parse_json(body: bytes) -> dict[str, object]:
-    # orjson when it shows that no name repeats (fastjson), else the exact parser:
-    # 17,000 instructions instead of 36,000 under callgrind for an ID-porten request
-    data = read_unrepeated(body, _FAST_DEPTH)
-    if data is not None:
-        if not isinstance(data, dict):
-            raise BadRequest("The request body must be a JSON object.")
-        return data
-    try:
-        data = _JSON.decode(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadRequest("The request body is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    if isinstance(data, _Repeating):
-        for name in _FIELDS:
-            if name in data.repeated:
-                raise BadRequest(f"The request repeats the field {name}.")
-    return data
-
-
-def _parse_form(body: bytes) -> dict[str, str]:
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=32)
-    except (UnicodeDecodeError, ValueError):
-        raise BadRequest("The request body is not a valid form.") from None
-    data: dict[str, str] = {}
-    for name, value in pairs:
-        if name in data and name in _FIELDS:
-            raise BadRequest(f"The request repeats the field {name}.")
-        data[name] = value
-    return data
 
 
 def inactive_body(error: TokenError) -> bytes:
@@ -212,46 +143,13 @@ class Introspector:
 
 
 INTROSPECTOR = web.AppKey("introspector", Introspector)
-
-
-_TOO_LARGE = BadRequest(f"The request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB.")
-
-
-class _TooLarge(Exception):
-    pass
-
-
-def decode_body(encoding: str, body: bytes) -> bytes:
-    """The body without its Content-Encoding, never more than MAX_BODY_BYTES (a small gzip
-    body can inflate to gigabytes)."""
-    if not encoding:  # the usual case, first
-        return body
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return body
-    if encoding in ("gzip", "x-gzip"):
-        inflater = zlib.decompressobj(wbits=31)
-    elif encoding == "deflate":
-        inflater = zlib.decompressobj(wbits=15)
-    else:
-        raise BadRequest("The request body's Content-Encoding is not one of gzip, deflate or identity.")
-    try:
-        decoded = inflater.decompress(body, MAX_BODY_BYTES + 1)
-        if len(decoded) > MAX_BODY_BYTES or inflater.unconsumed_tail:
-            raise _TooLarge
-        if not inflater.eof:
-            raise zlib.error("truncated")
-        if inflater.unused_data:  # junk or a second gzip member: not one stream
-            raise zlib.error("trailing data")
-    except zlib.error:
-        raise BadRequest("The request body does not decode as its Content-Encoding says.") from None
-    return decoded
+_TOO_LARGE = BadRequest(bodies.TOO_LARGE)
 
 
 async def handle(request: web.Request) -> web.Response:
     try:
-        body = decode_body(request.headers.get("Content-Encoding", ""), await request.read())
-    except (web.HTTPRequestEntityTooLarge, _TooLarge):
+        body = bodies.decode(request.headers.get("Content-Encoding", ""), await request.read())
+    except (web.HTTPRequestEntityTooLarge, bodies.BodyTooLarge):
         telemetry.inc_introspection("none", _TOO_LARGE.reason)
         return _json(inactive_body(_TOO_LARGE), status=413)
     except TokenError as e:

@@ -8,19 +8,16 @@ came; 502 `server_error` when it could not be reached or answered nonsense. Neve
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
 
+from texas import bodies
 from texas.config import ALIASES, PROVIDER_NAMES
 from texas.errors import GrantError, IdentityProviderFailed, InvalidTokenRequest, TokenError
-from texas.introspection.handler import MAX_BODY_BYTES, decode_body
 from texas.ops import telemetry
 from texas.tokens.cache import Served
 from texas.tokens.service import ExchangeRequest, MachineRequest, Tokens
@@ -36,44 +33,11 @@ _EXCHANGE_FIELDS = ("identity_provider", "target", "user_token", "skip_cache")
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 section 5.1
 
 
-def read_fields(content_type: str, body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
-    """The request's fields from a JSON object or a form; a repeated field is refused."""
-    if content_type == "application/json":
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise InvalidTokenRequest("The request body is not valid JSON.") from None
-        if not isinstance(data, dict):
-            raise InvalidTokenRequest("The request body must be a JSON object.")
-        # the cheap proof first (see texas.introspection.handler): string values only, and four
-        # quotes a member, means no member is repeated; anything else takes the exact check
-        if not (body.count(b'"') == 4 * len(data) and all(type(v) is str for v in data.values())):
-            _refuse_repeated_json_fields(body, names)
-        return data
-    if content_type == "application/x-www-form-urlencoded":
-        try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=32)
-        except (UnicodeDecodeError, ValueError):
-            raise InvalidTokenRequest("The request body is not a valid form.") from None
-        form: dict[str, Any] = {}
-        for name, value in pairs:
-            if name in form and name in names:
-                raise InvalidTokenRequest(f"The request repeats the field {name}.")
-            form[name] = value
-        return form
-    raise InvalidTokenRequest("The request must be application/json or application/x-www-form-urlencoded.")
-
-
-def _refuse_repeated_json_fields(body: bytes, names: tuple[str, ...]) -> None:
-    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
-        seen = [name for name, _ in items]
-        for name in names:
-            if seen.count(name) > 1:
-                raise InvalidTokenRequest(f"The request repeats the field {name}.")
-        return dict(items)
-
-    with contextlib.suppress(ValueError, RecursionError):
-        json.loads(body, object_pairs_hook=pairs)
+def _fields(content_type: str, body: bytes, names: tuple[str, ...]) -> Mapping[str, Any]:
+    try:
+        return bodies.read_fields(content_type, body, names)
+    except TokenError as e:
+        raise InvalidTokenRequest(e.message) from None
 
 
 def _text(data: Mapping[str, Any], name: str, *, required: bool) -> str | None:
@@ -115,7 +79,7 @@ def _details(data: Mapping[str, Any]) -> list[Any] | None:
 
 
 def parse_machine(content_type: str, body: bytes) -> MachineRequest:
-    data = read_fields(content_type, body, _MACHINE_FIELDS)
+    data = _fields(content_type, body, _MACHINE_FIELDS)
     return MachineRequest(
         identity_provider=_text(data, "identity_provider", required=True),  # type: ignore[arg-type]
         target=_text(data, "target", required=True),  # type: ignore[arg-type]
@@ -126,7 +90,7 @@ def parse_machine(content_type: str, body: bytes) -> MachineRequest:
 
 
 def parse_exchange(content_type: str, body: bytes) -> ExchangeRequest:
-    data = read_fields(content_type, body, _EXCHANGE_FIELDS)
+    data = _fields(content_type, body, _EXCHANGE_FIELDS)
     return ExchangeRequest(
         identity_provider=_text(data, "identity_provider", required=True),  # type: ignore[arg-type]
         target=_text(data, "target", required=True),  # type: ignore[arg-type]
@@ -169,11 +133,9 @@ def _endpoint(
         provider = "none"
         try:
             try:
-                body = decode_body(request.headers.get("Content-Encoding", ""), await request.read())
-            except web.HTTPRequestEntityTooLarge:
-                raise InvalidTokenRequest(
-                    f"The request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB."
-                ) from None
+                body = bodies.decode(request.headers.get("Content-Encoding", ""), await request.read())
+            except (web.HTTPRequestEntityTooLarge, bodies.BodyTooLarge):
+                raise InvalidTokenRequest(bodies.TOO_LARGE) from None
             except TokenError as e:
                 raise InvalidTokenRequest(e.message) from None
             parsed = parse(request.content_type, body)
