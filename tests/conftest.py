@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -14,6 +15,13 @@ from texas.config import Config
 from texas.runner import SERVER_OPTIONS
 
 ALGS = ("RS256", "PS256", "ES256", "EdDSA")
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain client session for tests that drive key sets and providers directly."""
+    async with aiohttp.ClientSession() as s:
+        yield s
 
 
 @pytest.fixture

@@ -443,3 +443,13 @@ def roca_key() -> RSAKey:
     crt = (rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q))
     numbers = rsa.RSAPrivateNumbers(p, q, d, *crt, public)
     return RSAKey.import_key(numbers.private_key())
+
+
+class Clock:
+    """A clock the test moves by hand (wall or monotonic, as the code under test reads it)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -4,7 +4,6 @@ schedule. Against the fake issuer on a real socket."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import introspect
-from tests.support import FakeIssuer, claims_for, make_key, public_jwk, sign
+from tests.support import Clock, FakeIssuer, claims_for, make_key, public_jwk, sign
 from texas.config import Config, ProviderConfig
 from texas.errors import ConfigError
 from texas.introspection.jwks import JwksSettings
@@ -136,20 +135,6 @@ async def test_an_issuer_with_a_trailing_slash_is_accepted(make_texas: Any, issu
 
 
 # --- read again on the refresh schedule ----------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def discovering(issuer: FakeIssuer, session: aiohttp.ClientSession, clock: Clock) -> Provider:

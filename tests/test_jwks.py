@@ -6,34 +6,18 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import aiohttp
 import pytest
 
 from tests.conftest import introspect
-from tests.support import FakeIssuer, claims_for, make_key, public_jwk, sign
+from tests.support import Clock, FakeIssuer, claims_for, make_key, public_jwk, sign
 from texas.app import PROVIDERS
 from texas.introspection.jwks import JwksSettings, RemoteJwks, _max_age
 
 KEY1 = public_jwk(make_key("RS256", "key-1"), "key-1")
 KEY2 = public_jwk(make_key("RS256", "key-2"), "key-2")
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 JwksFactory = Callable[..., RemoteJwks]

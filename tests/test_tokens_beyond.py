@@ -22,21 +22,13 @@ from aiohttp.test_utils import TestClient
 
 from tests.authserver import AuthServer, issuer
 from tests.conftest import TexasFactory
-from tests.support import claims_for, make_key, sign
+from tests.support import Clock, claims_for, make_key, sign
 from tests.test_tokens import ENTRA_SCOPE, GRANTS, SCOPE, TOKENX_TARGET, exchange, machine, sample
 from texas.errors import IdentityProviderFailed
 from texas.tokens.client import Retries, TokenClient
 from texas.tokens.handler import TOKENS
 
 __all__ = ["issuer"]  # the strict server replaces conftest's issuer in this module
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def start(make_texas: TexasFactory, server: AuthServer, timeout: str = "2", **env: str) -> TestClient:
@@ -46,7 +38,7 @@ async def start(make_texas: TexasFactory, server: AuthServer, timeout: str = "2"
 def use_clock(texas: TestClient) -> Clock:
     """Put the token cache on a clock the test moves (the assertions keep real time: the
     strict server checks their exp against its own clock)."""
-    clock = Clock()
+    clock = Clock(time.time())
     texas.server.app[TOKENS].cache.clock = clock
     return clock
 

@@ -9,20 +9,13 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from tests.support import Clock
 from texas.errors import IdentityProviderFailed, IdentityProviderRefused
 from texas.tokens.cache import GrantCache, Served, exchange_key, machine_key
 from texas.tokens.client import Issued
 
 T0 = 1_800_000_000.0
 KEY = machine_key("maskinporten", "nav:test/api", None, None)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Upstream:
@@ -45,7 +38,7 @@ class Upstream:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
