@@ -79,14 +79,25 @@ async def test_a_dead_user_token_of_a_known_issuer_never_leaves_texas(
     assert issuer.subject_tokens == []
 
 
+async def test_a_malformed_user_token_that_names_a_known_issuer_never_leaves_texas(
+    make_texas: TexasFactory, issuer: AuthServer
+) -> None:
+    texas = await start(make_texas, issuer)
+    broken = user_token(issuer) + "x"  # the signature is no longer canonical base64url
+    body = await exchange(texas, 400, identity_provider="tokenx", target=TOKENX_TARGET, user_token=broken)
+    assert body["error_description"].startswith("The user token is not valid (malformed): ")
+    assert issuer.calls("tokenx") == 0
+
+
 async def test_a_user_token_of_an_unknown_issuer_is_passed_on(
     make_texas: TexasFactory, issuer: AuthServer
 ) -> None:
     texas = await start(make_texas, issuer)
     stranger = sign(claims_for("idporten", "https://elsewhere.example"), make_key("RS256", "other"))
-    for user in (stranger, "not-a-jwt"):
+    broken_stranger = stranger + "x"
+    for user in (stranger, "not-a-jwt", broken_stranger):
         await exchange(texas, identity_provider="tokenx", target=TOKENX_TARGET, user_token=user)
-    assert issuer.subject_tokens == [stranger, "not-a-jwt"]
+    assert issuer.subject_tokens == [stranger, "not-a-jwt", broken_stranger]
 
 
 async def test_a_live_user_token_is_exchanged(make_texas: TexasFactory, issuer: AuthServer) -> None:

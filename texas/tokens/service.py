@@ -11,6 +11,7 @@ Which provider does what:
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from texas.errors import (
 )
 from texas.introspection.handler import Introspector, IntrospectRequest
 from texas.introspection.providers import Provider, Providers
-from texas.introspection.validation import decode_payload, peek_issuer, split, time_claim
+from texas.introspection.validation import MAX_TOKEN_BYTES, decode_payload, peek_issuer, split, time_claim
 from texas.tokens import grants
 from texas.tokens.cache import GrantCache, Served, exchange_key, machine_key
 from texas.tokens.client import Issued, TokenClient
@@ -202,7 +203,13 @@ class Tokens:
         if self.introspector is None:
             return
         try:
-            provider = self.providers.by_issuer(peek_issuer(user_token))
+            issuer = peek_issuer(user_token)
+        except TokenError:
+            # too broken for the strict read (a signature that is not canonical base64url,
+            # say), yet it may still name an issuer texas judges: then it is judged malformed
+            issuer = _named_issuer(user_token)
+        try:
+            provider = self.providers.by_issuer(issuer)
         except TokenError:
             return
         verdict = await self.introspector(IntrospectRequest(provider.name, user_token, None))
@@ -231,3 +238,17 @@ def _peek_exp(token: str) -> float | None:
     except TokenError:
         return None
     return float(exp)
+
+
+def _named_issuer(token: str) -> str | None:
+    """The `iss` a broken token names, read as leniently as the strict read is strict; used
+    only to decide whether texas judges the token itself."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(parts[1]) > MAX_TOKEN_BYTES:
+        return None
+    try:
+        claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:  # binascii.Error and orjson.JSONDecodeError are ValueErrors
+        return None
+    iss = claims.get("iss") if isinstance(claims, dict) else None
+    return iss if isinstance(iss, str) else None
