@@ -29,7 +29,7 @@ from texas.errors import (
 )
 from texas.introspection.handler import Introspector, IntrospectRequest
 from texas.introspection.providers import Provider, Providers
-from texas.introspection.validation import MAX_TOKEN_BYTES, decode_payload, peek_issuer, split, time_claim
+from texas.introspection.validation import MAX_TOKEN_BYTES, decode_payload, split, time_claim
 from texas.tokens import grants
 from texas.tokens.cache import GrantCache, Served, exchange_key, machine_key
 from texas.tokens.client import Issued, TokenClient
@@ -175,15 +175,14 @@ class Tokens:
         """A token on behalf of the user: the provider's name (for metrics) and the token."""
         issuer = self.issuer(request.identity_provider, EXCHANGE, "tokens on behalf of a user")
         user_token = request.user_token
-        await self._judge(user_token)
+        claims = _unverified_claims(user_token)  # read once, for the judge and the cache
+        await self._judge(user_token, claims)
 
         def form(client: grants.Client) -> dict[str, str]:
             build = grants.token_exchange if issuer.name == "tokenx" else grants.on_behalf_of
             return build(client, request.target, user_token, self.clock())
 
-        # Unverified, and used only to shorten how long the exchanged token is cached; a token
-        # without a readable exp is not cached at all.
-        user_exp = _peek_exp(user_token)
+        user_exp = _exp(claims)
         key = exchange_key(issuer.name, request.target, user_token)
         served = await self.cache.get(
             key,
@@ -195,16 +194,17 @@ class Tokens:
         )
         return issuer.name, served
 
-    async def _judge(self, user_token: str) -> None:
+    async def _judge(self, user_token: str, claims: dict[str, Any] | None) -> None:
         """Refuse a user token texas can judge and finds invalid (expired, forged, for another
         audience...) before it costs a call to the identity provider. Judged with the same
         core and verified-token cache as /api/v1/introspect; a token whose `iss` is no enabled
         provider's, or one that is not even readable, is left to the identity provider."""
         if self.introspector is None:
             return
-        try:
-            issuer = peek_issuer(user_token)
-        except TokenError:
+        if claims is not None:
+            iss = claims.get("iss")
+            issuer = iss if isinstance(iss, str) else None
+        else:
             # too broken for the strict read (a signature that is not canonical base64url,
             # say), yet it may still name an issuer texas judges: then it is judged malformed
             issuer = _named_issuer(user_token)
@@ -231,13 +231,24 @@ class Tokens:
         return await self.client.request(issuer.name, endpoint, lambda: form(client), deadline)
 
 
-def _peek_exp(token: str) -> float | None:
+def _unverified_claims(token: str) -> dict[str, Any] | None:
+    """The payload read strictly but unverified, or None when the token is not readable."""
     try:
         claims, _ = decode_payload(split(token))
-        exp = time_claim(claims, "exp", "expiry")
     except TokenError:
         return None
-    return float(exp)
+    return claims
+
+
+def _exp(claims: dict[str, Any] | None) -> float | None:
+    """Unverified, and used only to shorten how long the exchanged token is cached; a token
+    without a readable exp is not cached at all."""
+    if claims is None:
+        return None
+    try:
+        return float(time_claim(claims, "exp", "expiry"))
+    except TokenError:
+        return None
 
 
 def _named_issuer(token: str) -> str | None:
