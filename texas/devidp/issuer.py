@@ -45,6 +45,7 @@ from texas.devidp.clients import (
 from texas.devidp.keys import ALGORITHMS as ALGORITHMS
 from texas.devidp.keys import DevIdpError as DevIdpError
 from texas.devidp.keys import generate_key
+from texas.introspection.keys import ALGORITHMS as VERIFIABLE_ALGORITHMS
 
 PROVIDERS: tuple[str, ...] = ("idporten", "maskinporten", "azuread", "tokenx")
 LEVELS: tuple[str, ...] = ("idporten-loa-substantial", "idporten-loa-high")
@@ -75,19 +76,6 @@ _AZURE_CALLER = "cdb83bab-1233-437e-a832-5b1cb12393d8"
 _AZURE_TENANT = "acfbc716-b79c-4fbd-939e-99a79206b01b"
 _AZURE_OID = "f2904ab8-650b-48ef-b49b-554841cc8e11"
 _AZURE_GROUP = "cebab19d-0a01-45d1-8b57-0003bf2dec4b"
-# Assertion signing algorithms published in discovery; each client key allows only its own.
-ASSERTION_ALGORITHMS = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-)
 GRANT_TYPES: Mapping[str, tuple[str, ...]] = {
     "idporten": (),
     "maskinporten": ("urn:ietf:params:oauth:grant-type:jwt-bearer",),
@@ -234,7 +222,8 @@ class DevIdentityProvider:
             "id_token_signing_alg_values_supported": sorted({str(k.alg) for k in self._keys}),
             "grant_types_supported": list(GRANT_TYPES[provider]),
             "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-            "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+            # what the service can verify; each client key allows only its own
+            "token_endpoint_auth_signing_alg_values_supported": sorted(VERIFIABLE_ALGORITHMS),
         }
 
     # tokens
