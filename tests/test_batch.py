@@ -87,18 +87,17 @@ async def test_tokens_checked_in_one_batch_each_get_their_own_verdict(
     answer is the one its own token earns, with its own claims."""
     real, attacker = make_key("RS256", "key-1"), make_key("RS256", "attacker")  # both sign as key-1
     iss = issuer.issuer("idporten")
+    kinds = [
+        ("active", real, {}),
+        ("bad_signature", attacker, {}),
+        ("expired", real, {"exp": 1000}),
+        ("wrong_audience", real, {"aud": "other"}),
+    ]
     cases: list[tuple[str, str, str]] = []  # token, expected outcome, its jti
     for n in range(concurrent):
+        expected, key, overrides = kinds[n % len(kinds)]
         jti = str(uuid.uuid4())
-        kind = n % 4
-        if kind == 0:
-            cases.append((sign(claims_for("idporten", iss, jti=jti), real), "active", jti))
-        elif kind == 1:
-            cases.append((sign(claims_for("idporten", iss, jti=jti), attacker), "bad_signature", jti))
-        elif kind == 2:
-            cases.append((sign(claims_for("idporten", iss, jti=jti, exp=1000), real), "expired", jti))
-        else:
-            cases.append((sign(claims_for("idporten", iss, jti=jti, aud="other"), real), "wrong_audience", jti))
+        cases.append((sign(claims_for("idporten", iss, jti=jti, **overrides), key), expected, jti))
 
     answers = await asyncio.gather(*(introspect(texas, token) for token, _, _ in cases))
     for (_, expected, jti), answer in zip(cases, answers, strict=True):
