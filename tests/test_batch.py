@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -87,7 +88,7 @@ async def test_tokens_checked_in_one_batch_each_get_their_own_verdict(
     answer is the one its own token earns, with its own claims."""
     real, attacker = make_key("RS256", "key-1"), make_key("RS256", "attacker")  # both sign as key-1
     iss = issuer.issuer("idporten")
-    kinds = [
+    kinds: list[tuple[str, Any, dict[str, Any]]] = [
         ("active", real, {}),
         ("bad_signature", attacker, {}),
         ("expired", real, {"exp": 1000}),
