@@ -148,12 +148,8 @@ async def steps(tmp: Path) -> dict[str, Callable[[], object]]:
         telemetry.inc_token_cache(True)
         telemetry.flush()
 
-    def new_token() -> None:  # what a miss runs: the split, then the batched check
-        token = next(fresh)
-        compact = split(token)
-        held = provider.jwks.holding(compact.kid)
-        assert held is not None
-        introspect._verify(cache.key("idporten", token), compact, held, policy, time.time())
+    def new_token() -> None:
+        introspect.decide(handler.IntrospectRequest("idporten", next(fresh), None))
 
     def cache_put() -> None:
         cache.put(cache.key("idporten", next(fresh)), entry)
@@ -161,7 +157,7 @@ async def steps(tmp: Path) -> dict[str, Callable[[], object]]:
     return {
         "(reference: an empty step)": lambda: None,
         "(reference: orjson.loads of the body, which the ceiling does too)": lambda: orjson.loads(body),
-        "seen: Introspector.__call__ (cache hit)": lambda: run_coroutine(introspect(parsed)),
+        "seen: Introspector.decide (cache hit)": lambda: introspect.decide(parsed),
         "  TokenCache.key (sha256)": lambda: cache.key("idporten", seen_token),
         "  TokenCache.get (+ hit counter)": lambda: cache.get(key),
         "  RemoteJwks.current + KeySnapshot.holds": lambda: provider.jwks.current().holds(prepared),  # type: ignore[union-attr]
@@ -181,7 +177,7 @@ async def steps(tmp: Path) -> dict[str, Callable[[], object]]:
         ),
         "  telemetry.flush (after one request's counts)": flush_one,
         "  response.headers['X-Request-Id'] = rid": lambda: response.headers.__setitem__("X-Request-Id", "x"),
-        "new: split + Introspector._verify (cache miss, full cache)": new_token,
+        "new: Introspector.decide (cache miss, full cache)": new_token,
         "  split": lambda: split(seen_token),
         "  RemoteJwks.keys_for": lambda: run_coroutine(provider.jwks.keys_for(KID)),
         "  select_key": lambda: select_key(compact, snapshot),

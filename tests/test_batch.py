@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import introspect
 from tests.support import FakeIssuer, claims_for, make_key, sign
 from texas.introspection.batch import Batch
+from texas.ops import logs
 
 
 async def test_calls_queued_in_one_iteration_run_together_in_the_next() -> None:
@@ -62,6 +63,17 @@ async def test_a_call_queued_while_a_batch_runs_goes_to_the_next_batch() -> None
     await batch.run(call, "first")
     await asyncio.wait_for(later[0], timeout=5)
     assert ran == ["first", "queued from inside"]
+
+
+async def test_each_call_runs_in_its_callers_context() -> None:
+    """So a log line from inside a batch names its own request's id (logs.request_id)."""
+    batch = Batch()
+
+    async def caller(rid: str) -> str:
+        logs.request_id.set(rid)
+        return await batch.run(logs.request_id.get)
+
+    assert await asyncio.gather(caller("first"), caller("second")) == ["first", "second"]
 
 
 def test_a_queue_left_by_a_closed_loop_does_not_stall_the_next() -> None:

@@ -14,11 +14,12 @@ iteration, so a lone request pays a few microseconds.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-_Queue = list[tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]]
+_Queue = list[tuple["asyncio.Future[Any]", contextvars.Context, Callable[..., Any], tuple[Any, ...]]]
 
 
 class Batch:
@@ -35,17 +36,18 @@ class Batch:
         if not self._queue or loop is not self._loop:  # a queue left by a closed loop is dropped
             self._loop, self._queue = loop, []
             loop.call_soon(self._drain, self._queue)
-        self._queue.append((future, call, args))
+        # in the caller's context: a log line names the caller's request id, not the first one's
+        self._queue.append((future, contextvars.copy_context(), call, args))
         return future
 
     def _drain(self, queue: _Queue) -> None:
         if queue is self._queue:
             self._queue = []
-        for future, call, args in queue:
+        for future, context, call, args in queue:
             if future.cancelled():  # its request is gone
                 continue
             try:
-                result = call(*args)
+                result = context.run(call, *args)
             except Exception as e:  # the caller's to judge: a verdict, or a fault it reports
                 future.set_exception(e)
             else:
