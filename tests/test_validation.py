@@ -184,6 +184,19 @@ def test_nested_jwt_is_refused() -> None:
 # --- algorithm ---------------------------------------------------------------------------------
 
 
+def test_a_header_seen_before_earns_no_trust() -> None:
+    """The memo of recent headers holds only what split decides from the header alone: a token
+    that shares a valid token's header is still verified, and a refused header stays refused."""
+    valid = sign(claims(), RSA, kid="rsa")
+    forged = sign(claims(), make_key("RS256", "attacker"), kid="rsa")
+    assert forged.split(".")[0] == valid.split(".")[0]
+    check(valid)
+    refused(forged, errors.BadSignature)
+    unsigned = sign_raw({"alg": "none", "kid": "rsa"}, json.dumps(claims()).encode(), lambda m: b"")
+    for _ in range(2):
+        refused(unsigned, errors.UnsupportedAlgorithm)
+
+
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
 def test_alg_none_is_refused(alg: str) -> None:
     token = sign_raw({"alg": alg, "kid": "rsa"}, json.dumps(claims()).encode(), lambda m: b"")
