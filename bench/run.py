@@ -93,8 +93,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     p.add_argument(
         "--targets",
-        default="texas,ceiling,pyjwt,node",
-        help="comma list of texas, ceiling, pyjwt, node (the ceiling is always added)",
+        default="texas,ceiling,verify,pyjwt,node",
+        help="comma list of texas, ceiling, verify, pyjwt, node (the ceiling is always added)",
     )
     p.add_argument("--workloads", default="seen,new", help="comma list of seen, new")
     p.add_argument("--connections", type=int, default=32)

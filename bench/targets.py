@@ -25,9 +25,9 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 GUNICORN_CONF = Path("deploy") / "gunicorn.conf.py"  # relative to REPO_ROOT
-NAMES = ("texas", "ceiling", "pyjwt", "node")
+NAMES = ("texas", "ceiling", "verify", "pyjwt", "node")
 # The ceiling never reads the token, so reusing tokens cannot flatter it.
-VALIDATES = {"texas": True, "ceiling": False, "pyjwt": True, "node": True}
+VALIDATES = {"texas": True, "ceiling": False, "verify": True, "pyjwt": True, "node": True}
 NODE_DIR = BENCH_DIR / "node"
 # Inherited variables that would change what a target does (other providers, tracing, ...).
 DROPPED_PREFIXES = (
@@ -123,7 +123,7 @@ def command(name: str, setup: Setup, port: int) -> list[str]:
         # deploy/ not there yet: the same worker class, configured on the command line.
         app, path = "texas.app:create_app_from_env", []
     else:
-        module = {"ceiling": "ceiling", "pyjwt": "pyjwt_baseline"}[name]
+        module = {"ceiling": "ceiling", "verify": "verify_bound", "pyjwt": "pyjwt_baseline"}[name]
         if not workers:
             return [python, str(BENCH_DIR / f"{module}.py")]
         app = f"{module}:create_app_from_env"
