@@ -49,9 +49,9 @@ def retained(run: Callable[[], None]) -> int:
     return after - before
 
 
-def test_the_memo_of_small_headers_stays_small() -> None:
-    """Headers short enough for the memo of recent headers (validation._header), each one new:
-    5,000 of them would keep over a MiB if the memo grew with them."""
+def test_small_headers_leave_nothing_behind_in_the_core() -> None:
+    """Short headers, each one new: 5,000 of them would keep over a MiB if anything in the core
+    remembered them (as a memo of recent headers would, however small each entry)."""
     payload = b64(json.dumps(claims_for("idporten", "https://issuer.example/idporten")).encode())
     signature = b64(bytes(256))
     run_id = uuid.uuid4().hex
