@@ -4,7 +4,7 @@ measured rather than computed.
 It parses the same body as the ceiling (orjson), checks the token's signature with
 cryptography against the JWKS's one key (fetched at start-up) and answers the ceiling's
 constant verdict. Nothing else: no header, no claims, no cache, no metrics; a bad signature
-answers `{"active": false}`. No validating server on aiohttp can cost less per new token.
+answers `{"active": false}`.
 
     BIND_ADDRESS=127.0.0.1:8083 IDPORTEN_JWKS_URI=... python bench/verify_bound.py
 """

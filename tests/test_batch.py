@@ -1,4 +1,4 @@
-"""The batch that runs new tokens' checks back to back (texas/introspection/batch.py), and the
+"""The batch that runs introspection decisions back to back (texas/introspection/batch.py), and the
 verdicts of tokens that share one."""
 
 from __future__ import annotations

@@ -117,11 +117,9 @@ class Introspector:
         try:
             snapshot = await provider.jwks.keys_for(compact.kid)
             acr, body = self._verify(provider, decided.key, compact, snapshot, decided.now)
-            if request.level is not None:
-                levels.require(acr, request.level)
+            return _active(provider.name, acr, body, request.level)
         except TokenError as e:
             return Verdict(provider.name, e.reason, inactive_body(e))
-        return Verdict(provider.name, "active", body)
 
     def decide(self, request: IntrospectRequest) -> Verdict | _KeysWanted:
         """The verdict, without waiting: from the cache, or by verifying with the keys held."""
@@ -145,11 +143,9 @@ class Introspector:
                 if snapshot is None and provider.policy is not None:
                     return _KeysWanted(provider, key, compact, now)
                 acr, body = self._verify(provider, key, compact, snapshot, now)
-            if request.level is not None:
-                levels.require(acr, request.level)
+            return _active(name, acr, body, request.level)
         except TokenError as e:
             return Verdict(name, e.reason, inactive_body(e))
-        return Verdict(name, "active", body)
 
     def _verify(
         self, provider: Provider, key: bytes, compact: Compact, snapshot: KeySnapshot | None, now: float
@@ -178,6 +174,13 @@ class Introspector:
             return True
         self.cache.discard(key)
         return False
+
+
+def _active(provider: str, acr: object, body: bytes, level: str | None) -> Verdict:
+    """The active verdict of a verified token, once it meets the level asked for."""
+    if level is not None:
+        levels.require(acr, level)
+    return Verdict(provider, "active", body)
 
 
 INTROSPECTOR = web.AppKey("introspector", Introspector)
