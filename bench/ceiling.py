@@ -14,7 +14,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from serving import run
+from serving import routes, run
 from tokens import sample_claims
 
 ANSWER = orjson.dumps({"active": True, **sample_claims()})
@@ -31,11 +31,7 @@ async def ready(_: web.Request) -> web.Response:
 
 async def create_app_from_env() -> web.Application:
     """App factory, also the entry point for gunicorn's aiohttp worker."""
-    app = web.Application()
-    app.router.add_post("/api/v1/introspect", introspect)
-    app.router.add_get("/readyz", ready)
-    app.router.add_get("/healthz", ready)
-    return app
+    return routes(web.Application(), introspect, ready)
 
 
 if __name__ == "__main__":

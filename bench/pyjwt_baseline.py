@@ -20,7 +20,7 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from serving import run
+from serving import routes, run
 
 LEEWAY_SECONDS = 60
 CLIENT = web.AppKey("client", jwt.PyJWKClient)
@@ -71,10 +71,7 @@ async def create_app_from_env() -> web.Application:
     app[CLIENT] = jwt.PyJWKClient(os.environ["IDPORTEN_JWKS_URI"], cache_keys=True)
     app[READY] = asyncio.Event()
     app.on_startup.append(load_keys)
-    app.router.add_post("/api/v1/introspect", introspect)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/healthz", readyz)
-    return app
+    return routes(app, introspect, readyz)
 
 
 if __name__ == "__main__":

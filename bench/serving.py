@@ -12,6 +12,16 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def routes(app: web.Application, introspect: Handler, ready: Handler) -> web.Application:
+    """The paths the harness calls: the introspection endpoint and the two probes."""
+    app.router.add_post("/api/v1/introspect", introspect)
+    app.router.add_get("/readyz", ready)
+    app.router.add_get("/healthz", ready)
+    return app
+
 
 def bind_address() -> tuple[str, int]:
     """host and port from BIND_ADDRESS (default 127.0.0.1:3000, as texas)."""

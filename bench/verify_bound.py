@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from joserfc.jwk import RSAKey
 
-from serving import run
+from serving import routes, run
 from tokens import sample_claims
 
 ANSWER = orjson.dumps({"active": True, **sample_claims()})
@@ -55,10 +55,7 @@ async def create_app_from_env() -> web.Application:
         jwks = await response.json()
     app = web.Application()
     app[PUBLIC_KEY] = RSAKey.import_key(jwks["keys"][0]).public_key
-    app.router.add_post("/api/v1/introspect", introspect)
-    app.router.add_get("/readyz", ready)
-    app.router.add_get("/healthz", ready)
-    return app
+    return routes(app, introspect, ready)
 
 
 if __name__ == "__main__":
