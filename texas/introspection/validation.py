@@ -133,9 +133,9 @@ def split(token: str | bytes) -> Compact:
 
 def _header(segment: bytes) -> tuple[str, str]:
     """Steps 1-2 for the header. Parsed afresh every time: a memo keyed by the raw segment
-    saved about 5 µs of a 45 µs RS256 verification on a token not yet cached (tokens seen
-    before are answered by the verified-token cache and never reach this), and it grew with
-    every forged header sent to it."""
+    (bytes nobody has verified yet) saves about 2 µs, 2 % of a new token's CPU in the server;
+    unbounded, the old one grew with every forged header sent to it. Tokens seen before are
+    answered by the verified-token cache and never reach this."""
     return _check_header(_decode_json_object(segment, "header"))
 
 
