@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -39,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -185,6 +186,28 @@ def user_us(name: str, workload: str, setup: Setup, pools: Pools, args: argparse
 # -- the whole run -------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def bench_setup(args: argparse.Namespace, prefix: str) -> Iterator[tuple[Path, Pools, Setup]]:
+    """A scratch folder, tokens minted, this process moved to the client CPU, a JWKS server
+    serving the key, and the Setup every target starts from; all gone on leaving."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp_name:
+        tmp = Path(tmp_name)
+        pools, spec, key_path = make_pools(args, tmp)
+        os.sched_setaffinity(0, cpu_list(args.client_cpu))
+        (tmp / "secrets").mkdir()
+        jwks, jwks_uri = start_jwks(key_path, tmp)
+        try:
+            server_cpus = cpu_list(args.server_cpu)
+            yield (
+                tmp,
+                pools,
+                Setup(spec.issuer, spec.audience, jwks_uri, tmp / "secrets", tmp, server_cpus, 0),
+            )
+        finally:
+            jwks.terminate()
+            jwks.wait()
+
+
 def make_pools(args: argparse.Namespace, tmp: Path) -> tuple[Pools, TokenSpec, Path]:
     template, _ = body_template(args.openapi)
     key_path = tmp / "key.pem"
@@ -248,7 +271,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.exit("valgrind is not installed (Debian/Ubuntu: apt-get install -y valgrind)")
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-    server_cpus = cpu_list(args.server_cpu)
     load = os.getloadavg()[0]
     print(
         f"instructions per request: {args.requests} requests per batch over {args.connections} "
@@ -257,28 +279,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ir: dict[tuple[str, str], float] = {}
     us: dict[tuple[str, str], float] = {}
-    with tempfile.TemporaryDirectory(prefix="texas-instructions-") as tmp_name:
-        tmp = Path(tmp_name)
-        pools, spec, key_path = make_pools(args, tmp)
-        os.sched_setaffinity(0, cpu_list(args.client_cpu))
-        (tmp / "secrets").mkdir()
-        jwks, jwks_uri = start_jwks(key_path, tmp)
-        setup = Setup(spec.issuer, spec.audience, jwks_uri, tmp / "secrets", tmp, server_cpus, 0)
-        try:
-            for workload in args.workloads:
-                for name in args.targets:
-                    started = time.monotonic()
+    with bench_setup(args, "texas-instructions-") as (_, pools, setup):
+        for workload in args.workloads:
+            for name in args.targets:
+                started = time.monotonic()
+                try:
                     ir[name, workload] = count(name, workload, setup, pools, args)
-                    line = f"{workload:4} {name:8} {ir[name, workload]:12,.0f} instructions/request"
                     if args.native:
                         us[name, workload] = user_us(name, workload, setup, pools, args)
-                        line += f"  {us[name, workload]:7.1f} µs user CPU/request (native)"
-                    print(f"{line}  ({time.monotonic() - started:.0f} s)", flush=True)
-        except TargetError as error:
-            sys.exit(f"failed: {error}")
-        finally:
-            jwks.terminate()
-            jwks.wait()
+                except TargetError as error:
+                    sys.exit(f"failed: {error}")
+                line = f"{workload:4} {name:8} {ir[name, workload]:12,.0f} instructions/request"
+                if args.native:
+                    line += f"  {us[name, workload]:7.1f} µs user CPU/request (native)"
+                print(f"{line}  ({time.monotonic() - started:.0f} s)", flush=True)
     calibration = None
     if args.calibrate:
         print("calibrating: instructions per µs, and one RS256 verify ...", flush=True)

@@ -22,14 +22,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from instructions import Pools, drive, make_pools
-from run import cpu_list, ensure_wrk, start_jwks
+from instructions import Pools, bench_setup, drive
+from run import ensure_wrk
 from targets import BENCH_DIR, Setup, Target, proc_cpu_ticks
 
 LUA = BENCH_DIR / "introspect.lua"
@@ -93,20 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.fill = 10_500 if args.workload == "new" else 0
     args.requests = args.seconds * NEW_RATE_BOUND if args.workload == "new" else 0
     args.native_requests = 0
-    with tempfile.TemporaryDirectory(prefix="texas-profile-") as tmp_name:
-        tmp = Path(tmp_name)
-        pools, spec, key_path = make_pools(args, tmp)
-        os.sched_setaffinity(0, cpu_list(args.client_cpu))
-        (tmp / "secrets").mkdir()
-        jwks, jwks_uri = start_jwks(key_path, tmp)
-        cpus = cpu_list(args.server_cpu)
-        setup = Setup(spec.issuer, spec.audience, jwks_uri, tmp / "secrets", tmp, cpus, 0)
+    with bench_setup(args, "texas-profile-") as (tmp, pools, setup):
         raw = args.out or tmp / "stacks.txt"
-        try:
-            total, inclusive, own, us = profile(args, setup, pools, tmp, raw, spy, wrk)
-        finally:
-            jwks.terminate()
-            jwks.wait()
+        total, inclusive, own, us = profile(args, setup, pools, tmp, raw, spy, wrk)
     print(f"{args.target} {args.workload}: {total} samples; {us:.1f} µs CPU per request during the run")
     print(f"\n{'incl %':>7} {'µs/req':>7}  function (inclusive)")
     for name, n in inclusive.most_common(args.top):
